@@ -1,0 +1,76 @@
+"""tokmagic: every LLM API call made from this Python process, counted and priced.
+
+In Jupyter or IPython: ``%load_ext tokmagic``. In a plain script::
+
+    import tokmagic
+    with tokmagic.track("experiment-1"):
+        ...                       # calls through openai, anthropic, ... are recorded
+    print(tokmagic.summary())
+    tokmagic.usage()              # a pandas DataFrame, one row per call
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
+
+from .capture import install, uninstall
+from .interaction import LLMInteractionMonitor
+from .monitor import Monitor, Summary, session
+from .pricing import clear_prices, set_price
+from .tokens import count_tokens
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["usage", "summary", "track", "reset", "install", "uninstall", "set_price", "clear_prices",
+           "count_tokens", "LLMInteractionMonitor", "Monitor", "Summary", "session",
+           "load_ipython_extension", "unload_ipython_extension"]
+
+
+def usage(by: str | None = None) -> "pd.DataFrame":
+    """Every recorded call as a DataFrame, or totals grouped ``by`` tag, cell, model,
+    provider, api or status."""
+    from .report import frame, grouped
+
+    df = frame(session.records())
+    return grouped(df, by) if by else df
+
+
+def summary(tag: str | None = None) -> Summary:
+    """Totals of the session, or of the calls tagged ``tag``."""
+    if tag is None:
+        return session.summary()
+    return session.summary(lambda r: r.tag == tag, tag=tag)
+
+
+@contextmanager
+def track(tag: str | None = None) -> Iterator[Summary]:
+    """Capture the calls made in the block, tagged ``tag``; the yielded Summary is filled
+    in when the block ends."""
+    install()
+    result = Summary(tag=tag)
+    before = len(session.records())
+    with session.scoped(tag=tag):
+        try:
+            yield result
+        finally:
+            for record in session.records()[before:]:
+                if record.tag == tag:
+                    result.add(record)
+
+
+def reset() -> None:
+    """Forget every recorded call."""
+    session.reset()
+
+
+def load_ipython_extension(ipython) -> None:
+    from .ipython.extension import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    from .ipython.extension import unload
+
+    unload(ipython)

@@ -1,0 +1,199 @@
+"""One observed HTTP exchange with an LLM API, whatever library carried it: it sees the
+request go out, the response come back (whole, or piece by piece as the caller reads
+it) and turns what it saw into one CallRecord. Nothing here can break the caller's
+request: every failure is contained, warned about once, and recorded as "unparsed"."""
+from __future__ import annotations
+
+import json
+import time
+from contextvars import ContextVar
+
+from ..monitor import session
+from ..protocols import Protocol, Reading, StreamReader, provider_for
+from ..protocols.sse import NDJSONReader, SSEReader
+from ..records import CallRecord
+from ..resolve import Estimate
+from ..warn import warn_once
+from .decoding import decoder_for
+
+#: Set while an exchange is in flight, so that a library layered on another HTTP client
+#: (or tokmagic's own requests) is not recorded a second time.
+in_exchange: ContextVar[bool] = ContextVar("tokmagic_in_exchange", default=False)
+
+#: The largest non-SSE body tokmagic copies while the caller streams it.
+_MAX_BODY = 32 * 1024 * 1024
+
+
+def contained(what: str, exc: BaseException) -> None:
+    warn_once(f"internal:{what}:{type(exc).__name__}",
+              f"tokmagic: could not read an LLM response ({what}: {exc!r}); the call itself "
+              "was not affected. Please report this with your SDK and its version.")
+
+
+class Exchange:
+    """The record-to-be of one request, created just before the request is sent."""
+
+    __slots__ = ("protocol", "host", "path", "request_body", "start", "time", "scope", "done",
+                 "http_status", "stream", "token")
+
+    def __init__(self, protocol: Protocol, host: str, path: str, request_body: bytes | None) -> None:
+        self.protocol = protocol
+        self.host = host
+        self.path = path
+        self.request_body = request_body
+        self.scope = session.scope
+        self.time = time.time()
+        self.start = time.perf_counter()
+        self.done = False
+        self.http_status: int | None = None
+        self.stream = False
+        self.token = in_exchange.set(True)
+
+    def leave(self) -> None:
+        """Called in the sending thread once the response headers are in."""
+        try:
+            in_exchange.reset(self.token)
+        except ValueError:  # reset from another context: nothing to undo there
+            pass
+
+    # -- outcomes ------------------------------------------------------------------
+    def failed(self, exc: BaseException) -> None:
+        """The request got no response (connection refused, timeout, interrupt)."""
+        self.leave()
+        self._finish("error", Reading(), error=type(exc).__name__)
+
+    def body(self, status: int, content: bytes) -> None:
+        """A whole (decoded) response body."""
+        self.leave()
+        self.http_status = status
+        self._finish(*self._read_body(content))
+
+    def watch(self, status: int, content_type: str, content_encoding: str | None) -> "StreamWatcher":
+        """A watcher for a body the caller will read piece by piece."""
+        self.leave()
+        self.http_status = status
+        return StreamWatcher(self, content_type, content_encoding)
+
+    def _read_body(self, content: bytes) -> tuple[str, Reading]:
+        if self.http_status and self.http_status >= 400:
+            return "error", Reading()
+        try:
+            body = json.loads(content)
+            if not isinstance(body, dict):
+                return "unparsed", Reading()
+            return "ok", self.protocol.read_body(body)
+        except ValueError:
+            return "unparsed", Reading()
+        except Exception as exc:
+            contained("body", exc)
+            return "unparsed", Reading()
+
+    def _finish(self, status: str, reading: Reading, ttft: float = float("nan"),
+                error: str | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            latency = time.perf_counter() - self.start
+            usage = reading.usage
+            record = CallRecord(
+                time=self.time, provider=provider_for(self.host, self.path, self.protocol),
+                api=self.protocol.api, model=reading.model, stream=self.stream, status=status,
+                http_status=self.http_status, host=self.host, latency_s=latency, ttft_s=ttft,
+                cell=self.scope.cell, cell_id=self.scope.cell_id, tag=self.scope.tag,
+                error=reading.error or error)
+            if usage is not None:
+                record.usage = usage
+            if status in ("ok", "interrupted") and (usage is None or not reading.output_final):
+                record.pending = Estimate(self.protocol, self.request_body, reading)
+            elif record.model is None and self.request_body:
+                record.pending = Estimate(self.protocol, self.request_body, None)
+            self.request_body = None
+            session.add(record)
+        except Exception as exc:
+            contained("record", exc)
+
+
+class StreamWatcher:
+    """Sees each piece of a streamed body as the caller pulls it; never reads ahead."""
+
+    __slots__ = ("exchange", "decode", "reader", "stream_reader", "body", "size", "ttft", "broken")
+
+    def __init__(self, exchange: Exchange, content_type: str, content_encoding: str | None) -> None:
+        self.exchange = exchange
+        self.ttft = float("nan")
+        self.body: list[bytes] | None = None
+        self.size = 0
+        self.stream_reader: StreamReader | None = None
+        self.reader = None
+        self.broken = False
+        try:
+            self.decode = decoder_for(content_encoding)
+            ctype = (content_type or "").lower()
+            framed = "event-stream" in ctype or "ndjson" in ctype or "jsonl" in ctype
+            if framed and (exchange.http_status or 0) < 400:
+                exchange.stream = True
+                self.stream_reader = exchange.protocol.stream_reader()
+                sink = self.stream_reader.event
+                self.reader = SSEReader(sink) if "event-stream" in ctype else NDJSONReader(sink)
+            else:
+                self.body = []
+        except Exception as exc:
+            self._break("stream setup", exc)
+
+    def _break(self, what: str, exc: BaseException) -> None:
+        self.broken = True
+        contained(what, exc)
+
+    def feed(self, data: bytes) -> None:
+        if self.ttft != self.ttft and data:
+            self.ttft = time.perf_counter() - self.exchange.start
+        if self.broken:
+            return
+        try:
+            if self.decode is not None:
+                data = self.decode(data)
+            if self.reader is not None:
+                self.reader.feed(data)
+            else:
+                self.size += len(data)
+                self.body.append(data)
+                self.broken = self.size > _MAX_BODY
+        except Exception as exc:
+            self._break("stream", exc)
+
+    def end(self, error: BaseException | None = None) -> None:
+        """The body ended: read to its end (``error`` None), or stopped by an exception."""
+        ex = self.exchange
+        if ex.done:
+            return
+        if self.broken:
+            ex._finish("unparsed", Reading(), self.ttft)
+            return
+        if self.reader is None:  # a whole body, delivered through the stream
+            status, reading = ex._read_body(b"".join(self.body)) if error is None else ("interrupted", Reading())
+            ex._finish(status, reading, self.ttft, error=type(error).__name__ if error else None)
+            return
+        try:
+            if error is None:
+                self.reader.close()
+        except Exception as exc:
+            self._break("stream end", exc)
+            ex._finish("unparsed", Reading(), self.ttft)
+            return
+        reading = self.stream_reader.reading
+        ok = error is None or reading.complete
+        ex._finish("ok" if ok else "interrupted", reading, self.ttft,
+                   error=None if ok else type(error).__name__)
+
+    def closed(self) -> None:
+        """The caller closed the body; if it had not reached the end, it was interrupted."""
+        if not self.exchange.done:
+            self.end(_ClosedEarly())
+
+
+class _ClosedEarly(Exception):
+    """Stands for a body closed before its end."""
+
+
+_ClosedEarly.__name__ = "ClosedEarly"

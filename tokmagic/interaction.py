@@ -1,0 +1,48 @@
+"""LLMInteractionMonitor: record by hand the calls tokmagic cannot see (a library it does
+not capture, a remote worker), counted with the model's tokenizer. Its records join the
+session like captured ones, flagged as local counts."""
+from __future__ import annotations
+
+import threading
+import time
+
+from .monitor import Monitor, session
+from .records import CallRecord, Usage
+from .tokens import Counter
+
+
+class LLMInteractionMonitor:
+    """Counts prompt and response tokens of interactions you record yourself.
+
+    >>> m = LLMInteractionMonitor(model="gpt-4o-mini")
+    >>> m.record_interaction("Hello there", "Hi! How can I help?")
+    >>> m.get_total_tokens()
+    (2, 7)
+    """
+
+    def __init__(self, model: str | None = None, monitor: Monitor | None = None) -> None:
+        self.model = model
+        self.monitor = monitor or session
+        self.interactions: list[CallRecord] = []
+        self._lock = threading.Lock()
+
+    def record_interaction(self, prompt: str, response: str, model: str | None = None) -> CallRecord:
+        """Count ``prompt`` as input and ``response`` as output for ``model`` (default: the
+        monitor's); models without a tiktoken encoding are counted with o200k_base."""
+        model = model or self.model
+        counter = Counter(model)
+        record = CallRecord(time=time.time(), provider="manual", api="manual", model=model,
+                            stream=False, status="ok", http_status=None, source="manual",
+                            usage=Usage(input_tokens=counter.count(prompt or ""),
+                                        output_tokens=counter.count(response or "")),
+                            estimated=True, estimate_method=counter.method)
+        with self._lock:
+            self.interactions.append(record)
+        self.monitor.add(record)
+        return record
+
+    def get_total_tokens(self) -> tuple[int, int]:
+        """(input tokens, output tokens) over the interactions recorded here."""
+        with self._lock:
+            return (sum(r.usage.input_tokens for r in self.interactions),
+                    sum(r.usage.output_tokens for r in self.interactions))

@@ -1,0 +1,157 @@
+"""The session monitor: holds every call record, knows the current scope (cell and tag),
+adds up totals and tells listeners. Thread-safe; no display code."""
+from __future__ import annotations
+
+import math
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+from .records import CallRecord, Scope, Usage
+
+
+@dataclass
+class Summary:
+    """Totals over a set of records. ``cost_usd`` adds the priced calls only;
+    ``unpriced`` counts the calls whose price is unknown, so a total is never
+    silently too low."""
+
+    calls: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    unpriced: int = 0
+    estimated: int = 0
+    errors: int = 0
+    interrupted: int = 0
+    unparsed: int = 0
+    latency_s: float = 0.0
+    tag: str | None = None
+
+    def add(self, r: CallRecord) -> None:
+        self.calls += 1
+        u = self.usage
+        u.input_tokens += r.usage.input_tokens
+        u.cached_input_tokens += r.usage.cached_input_tokens
+        u.cache_write_tokens += r.usage.cache_write_tokens
+        u.output_tokens += r.usage.output_tokens
+        u.reasoning_tokens += r.usage.reasoning_tokens
+        if math.isnan(r.cost_usd):
+            if r.status != "error":
+                self.unpriced += 1
+        else:
+            self.cost_usd += r.cost_usd
+        self.estimated += r.estimated
+        self.errors += r.status == "error"
+        self.interrupted += r.status == "interrupted"
+        self.unparsed += r.status == "unparsed"
+        if not math.isnan(r.latency_s):
+            self.latency_s += r.latency_s
+
+    @classmethod
+    def of(cls, records: Iterable[CallRecord], tag: str | None = None) -> "Summary":
+        s = cls(tag=tag)
+        for r in records:
+            s.add(r)
+        return s
+
+    def __str__(self) -> str:
+        from .report import summary_text
+
+        return summary_text(self)
+
+    def _repr_pretty_(self, p, cycle) -> None:  # IPython's pretty printer
+        p.text(str(self))
+
+    def _repr_html_(self) -> str:
+        from .report import summary_html
+
+        return summary_html(self)
+
+
+Listener = Callable[[CallRecord], None]
+
+
+class Monitor:
+    """Every call of the session, in arrival order.
+
+    ``add`` is on the user's call path, so it only appends and notifies; pricing and
+    local estimates run when records are first read (``records``, ``summary``).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._resolve_lock = threading.Lock()
+        self._records: list[CallRecord] = []
+        self._unresolved: list[CallRecord] = []
+        self._listeners: list[Listener] = []
+        self.scope = Scope()
+
+    # -- writing ---------------------------------------------------------------
+    def add(self, record: CallRecord) -> None:
+        scope = self.scope
+        if record.cell is None and record.cell_id is None:
+            record.cell, record.cell_id = scope.cell, scope.cell_id
+        if record.tag is None:
+            record.tag = scope.tag
+        with self._lock:
+            self._records.append(record)
+            self._unresolved.append(record)
+            listeners = self._listeners
+        for listener in listeners:
+            try:
+                listener(record)
+            except Exception as exc:  # a display bug must not break the user's call
+                from .warn import warn_once
+
+                warn_once("listener", f"tokmagic: a usage listener failed ({exc!r}); it keeps running.")
+
+    def reset(self) -> None:
+        with self._lock:
+            self._records = []
+            self._unresolved = []
+
+    def subscribe(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners = [*self._listeners, listener]
+
+    def unsubscribe(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners = [x for x in self._listeners if x is not listener]
+
+    @contextmanager
+    def scoped(self, **changes) -> Iterator[Scope]:
+        """Attribute calls made inside the block to a cell and/or tag."""
+        previous = self.scope
+        self.scope = Scope(**{**previous.__dict__, **changes})
+        try:
+            yield self.scope
+        finally:
+            self.scope = previous
+
+    # -- reading ---------------------------------------------------------------
+    def records(self) -> list[CallRecord]:
+        """A snapshot of all records, priced and with estimates filled in."""
+        self._resolve()
+        with self._lock:
+            return list(self._records)
+
+    def summary(self, where: Callable[[CallRecord], bool] | None = None, tag: str | None = None) -> Summary:
+        records = self.records()
+        return Summary.of((r for r in records if where is None or where(r)), tag=tag)
+
+    def _resolve(self) -> None:
+        if not self._unresolved:
+            return
+        from .resolve import resolve
+
+        # One reader resolves at a time, so no reader sees a record another is still pricing.
+        with self._resolve_lock:
+            with self._lock:
+                todo, self._unresolved = self._unresolved, []
+            for record in todo:
+                resolve(record)
+
+
+#: The session's monitor: what capture writes to and every display reads.
+session = Monitor()

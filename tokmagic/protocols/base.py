@@ -1,0 +1,76 @@
+"""What every wire format provides: read usage from a whole body or from a stream of
+events, and estimate tokens from the request when the provider reported none."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..records import Usage
+
+
+@dataclass
+class Reading:
+    """What tokmagic read from one response.
+
+    ``usage`` is None when the provider reported none. ``output_final`` is False when the
+    reported output count is a placeholder (an Anthropic stream cut before its last
+    delta), so output must be estimated. ``output_text`` keeps the generated text only
+    until an estimate needs it."""
+
+    model: str | None = None
+    usage: Usage | None = None
+    output_final: bool = True
+    complete: bool = False
+    output_text: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+class StreamReader:
+    """Reads one streamed response event by event; subclasses handle one wire format."""
+
+    def __init__(self) -> None:
+        self.reading = Reading()
+
+    def event(self, name: str | None, data: str) -> None:
+        raise NotImplementedError
+
+
+class Protocol:
+    """One wire format (an API of a vendor). Instances are stateless and shared."""
+
+    vendor = ""
+    api = ""
+    #: "sse" or "ndjson": how a streamed response of this format is framed.
+    framing = "sse"
+
+    def read_body(self, body: Any) -> Reading:
+        raise NotImplementedError
+
+    def stream_reader(self) -> StreamReader:
+        raise NotImplementedError
+
+    def request_model(self, request: dict) -> str | None:
+        return request.get("model")
+
+    def estimate_input(self, request: dict, count) -> tuple[int, bool]:
+        """Input tokens of ``request`` counted with ``count(text)``, and whether every part
+        could be counted (an image without a rule cannot)."""
+        return count(json.dumps(request, ensure_ascii=False)), True
+
+
+def loads(data: str | bytes) -> Any:
+    return json.loads(data)
+
+
+def as_int(value: Any) -> int:
+    """A usage count as an int: absent, null or junk counts as 0."""
+    return value if type(value) is int else int(value) if isinstance(value, float) else 0
+
+
+def dig(obj: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj

@@ -1,0 +1,70 @@
+"""The work done when a record is first read rather than during the user's call: local
+token estimates for responses without usage, and the price."""
+from __future__ import annotations
+
+import json
+import math
+
+from .pricing import cost_usd
+from .protocols import Protocol, Reading
+from .records import CallRecord, Usage
+from .tokens import Counter
+from .warn import warn_once
+
+
+class Estimate:
+    """What an estimate needs, held only until the record is resolved: the request body
+    and the text the response streamed (None when only the request's model is needed)."""
+
+    __slots__ = ("protocol", "request_body", "reading")
+
+    def __init__(self, protocol: Protocol, request_body: bytes | None, reading: Reading | None) -> None:
+        self.protocol = protocol
+        self.request_body = request_body
+        self.reading = reading
+
+    def apply(self, record: CallRecord) -> None:
+        try:
+            request = json.loads(self.request_body) if self.request_body else {}
+        except ValueError:
+            request = {}
+        if not isinstance(request, dict):
+            request = {}
+        if record.model is None:
+            record.model = self.protocol.request_model(request)
+        reading = self.reading
+        if reading is None:
+            return
+        counter = Counter(record.model)
+        output = counter.count("".join(reading.output_text))
+        method = counter.method
+        if reading.usage is None:
+            tokens, whole = self.protocol.estimate_input(request, counter.count)
+            if not whole:
+                method += " (some input parts not estimable)"
+            record.usage = Usage(input_tokens=tokens, output_tokens=output)
+        else:  # input reported, output cut short: keep the reported input
+            record.usage.output_tokens = max(record.usage.output_tokens, output)
+        record.estimated = True
+        record.estimate_method = method
+
+
+def resolve(record: CallRecord) -> None:
+    """Fill in a record's estimates and price; safe to call once per record."""
+    pending, record.pending = record.pending, None
+    if pending is not None:
+        try:
+            pending.apply(record)
+        except Exception as exc:  # an estimate is a nicety; reading usage must not fail
+            warn_once(f"estimate:{type(exc).__name__}", f"tokmagic: could not estimate the tokens "
+                      f"of a {record.provider} call ({exc!r}); its counts show what was reported.")
+    if record.priced:
+        return
+    record.priced = True
+    u = record.usage
+    if record.status == "unparsed":
+        record.cost_usd = math.nan
+    elif record.status == "error" and u == Usage():
+        record.cost_usd = 0.0  # providers do not bill a refused request
+    else:
+        record.cost_usd = cost_usd(record.provider, record.model, u)
