@@ -50,7 +50,8 @@ class Exchange:
         self.token = in_exchange.set(True)
 
     def leave(self) -> None:
-        """Called in the sending thread once the response headers are in."""
+        """Called in the sending context once the response headers are in (or the
+        request failed), whatever else happens."""
         try:
             in_exchange.reset(self.token)
         except ValueError:  # reset from another context: nothing to undo there
@@ -59,18 +60,15 @@ class Exchange:
     # -- outcomes ------------------------------------------------------------------
     def failed(self, exc: BaseException) -> None:
         """The request got no response (connection refused, timeout, interrupt)."""
-        self.leave()
         self._finish("error", Reading(), error=type(exc).__name__)
 
     def body(self, status: int, content: bytes) -> None:
         """A whole (decoded) response body."""
-        self.leave()
         self.http_status = status
         self._finish(*self._read_body(content))
 
     def watch(self, status: int, content_type: str, content_encoding: str | None) -> "StreamWatcher":
         """A watcher for a body the caller will read piece by piece."""
-        self.leave()
         self.http_status = status
         return StreamWatcher(self, content_type, content_encoding)
 

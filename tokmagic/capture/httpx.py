@@ -112,6 +112,8 @@ def _sync_send(original, stream_types):
         except BaseException as exc:
             exchange.failed(exc)
             raise
+        finally:
+            exchange.leave()
         try:
             _observe(exchange, response, stream_types)
         except Exception as exc:
@@ -134,6 +136,8 @@ def _async_send(original, stream_types):
         except BaseException as exc:
             exchange.failed(exc)
             raise
+        finally:
+            exchange.leave()
         try:
             _observe(exchange, response, stream_types)
         except Exception as exc:

@@ -48,9 +48,10 @@ class SSEReader:
             self._line(line)
 
     def close(self) -> None:
-        for line in self._lines.flush():
-            self._line(line)
-        self._line("")
+        """End of body: an event without its closing blank line is dropped, as the
+        EventSource spec and the SDKs do (it is a cut-off event)."""
+        self._lines.flush()
+        self._event, self._data = None, []
 
     def _line(self, line: str) -> None:
         if not line:
