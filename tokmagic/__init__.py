@@ -49,14 +49,21 @@ def track(tag: str | None = None) -> Iterator[Summary]:
     in when the block ends."""
     install()
     result = Summary(tag=tag)
-    before = len(session.records())
+    mine: list = []
+
+    def collect(record) -> None:
+        if record.tag == tag:
+            mine.append(record)
+
+    session.subscribe(collect)
     with session.scoped(tag=tag):
         try:
             yield result
         finally:
-            for record in session.records()[before:]:
-                if record.tag == tag:
-                    result.add(record)
+            session.unsubscribe(collect)
+            session.records()  # prices and estimates, done once the block is over
+            for record in mine:
+                result.add(record)
 
 
 def reset() -> None:

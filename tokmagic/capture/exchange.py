@@ -172,17 +172,20 @@ class StreamWatcher:
             status, reading = ex._read_body(b"".join(self.body)) if error is None else ("interrupted", Reading())
             ex._finish(status, reading, self.ttft, error=type(error).__name__ if error else None)
             return
+        cut = False
         try:
             if error is None:
-                self.reader.close()
+                cut = bool(self.reader.close())  # the body ended inside an event
         except Exception as exc:
             self._break("stream end", exc)
             ex._finish("unparsed", Reading(), self.ttft)
             return
         reading = self.stream_reader.reading
-        ok = error is None or reading.complete
+        # a body that ended cleanly is complete unless its final count never came (an
+        # Anthropic stream closed after message_start, before any message_delta)
+        ok = reading.complete or (error is None and reading.output_final and not cut)
         ex._finish("ok" if ok else "interrupted", reading, self.ttft,
-                   error=None if ok else type(error).__name__)
+                   error=None if ok else type(error).__name__ if error else "IncompleteStream")
 
     def closed(self) -> None:
         """The caller closed the body; if it had not reached the end, it was interrupted."""

@@ -32,10 +32,16 @@ def _headers(response) -> tuple[str, str | None]:
 
 def _observe(exchange: Exchange, response, stream_types) -> None:
     """Record a read body now, or wrap an unread one to watch it as it is read."""
-    if hasattr(response, "_content"):
-        exchange.body(response.status_code, response.content)
-        return
     ctype, encoding = _headers(response)
+    if hasattr(response, "_content"):
+        if response.status_code < 400 and any(t in ctype for t in ("event-stream", "ndjson", "jsonl")):
+            # a stream already read whole (an in-memory transport, a cache): read its events
+            watcher = exchange.watch(response.status_code, ctype, None)  # content is decoded
+            watcher.feed(response.content)
+            watcher.end()
+        else:
+            exchange.body(response.status_code, response.content)
+        return
     watcher = exchange.watch(response.status_code, ctype, encoding)
     sync_type, async_type = stream_types
     stream = response.stream

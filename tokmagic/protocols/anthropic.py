@@ -48,7 +48,9 @@ class MessagesStream(StreamReader):
             r.usage = messages_usage(message.get("usage"))
             r.output_final = False  # its output_tokens is a placeholder
         elif kind == "message_delta":
-            delta = event.get("usage") or {}
+            delta = event.get("usage")
+            if not isinstance(delta, dict) or delta.get("output_tokens") is None:
+                return  # no final count here: the output stays to be estimated
             base = r.usage or Usage()
             if any(k in delta for k in ("input_tokens", "cache_read_input_tokens",
                                          "cache_creation_input_tokens")):

@@ -2,6 +2,7 @@
 Completions, Responses and Embeddings."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..records import Usage
@@ -193,6 +194,20 @@ class ResponsesStream(StreamReader):
             r.error = str(event.get("message") or event)
 
 
+def _as_message(item: Any) -> Any:
+    """A Responses input item as a chat message, so that earlier tool calls and their
+    outputs count as the input tokens they are."""
+    if not isinstance(item, dict):
+        return item
+    if item.get("type") == "function_call":
+        return {"role": "assistant", "tool_calls": [{"function": {"name": item.get("name"),
+                                                                   "arguments": item.get("arguments")}}]}
+    if item.get("type") == "function_call_output":
+        output = item.get("output")
+        return {"role": "tool", "content": output if isinstance(output, (str, list)) else json.dumps(output)}
+    return item
+
+
 class Responses(Protocol):
     vendor, api = "openai", "responses"
 
@@ -207,7 +222,7 @@ class Responses(Protocol):
 
     def estimate_input(self, request: dict, count) -> tuple[int, bool]:
         items = request.get("input")
-        messages = [{"role": "user", "content": items}] if isinstance(items, str) else list(items or [])
+        messages = [{"role": "user", "content": items}] if isinstance(items, str) else [_as_message(i) for i in items or ()]
         if request.get("instructions"):
             messages.insert(0, {"role": "system", "content": request["instructions"]})
         return estimate_messages(messages, count, request.get("model"), request.get("tools"))

@@ -47,11 +47,12 @@ class SSEReader:
         for line in self._lines.feed(data):
             self._line(line)
 
-    def close(self) -> None:
+    def close(self) -> bool:
         """End of body: an event without its closing blank line is dropped, as the
-        EventSource spec and the SDKs do (it is a cut-off event)."""
-        self._lines.flush()
+        EventSource spec and the SDKs do (it is a cut-off event). True if one was."""
+        cut = bool(self._lines.flush() or self._data)
         self._event, self._data = None, []
+        return cut
 
     def _line(self, line: str) -> None:
         if not line:

@@ -1,0 +1,96 @@
+"""tokmagic changes nothing that user code sees: for every corpus case the SDK can send,
+sync and async, whole, streamed and through Anthropic's stream helper, the objects the
+SDK returns (or the exception it raises) are identical with tokmagic installed and
+uninstalled. The SDKs use their own default HTTP clients here, aimed at the replay
+server. Raw responses keep working too (``elapsed`` included)."""
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+import tokmagic
+from tokmagic.monitor import session
+
+from . import sdk
+from .conftest import all_cases
+
+CASES = [c for c in all_cases() if sdk.sdk_of(c)]
+
+
+def _both(fn):
+    """``fn()`` without tokmagic, then with it; and the records each run left."""
+    tokmagic.uninstall()
+    try:
+        session.reset()
+        off = fn()
+        off_records = session.records()
+    finally:
+        tokmagic.install()
+    session.reset()
+    on = fn()
+    return off, on, off_records, session.records()
+
+
+@pytest.mark.parametrize("case,mode", [pytest.param(c, m, id=f"{c['id']}-{m}") for c in CASES for m in sdk.modes(c)])
+def test_sdk_sees_the_same_objects(replay, case, mode):
+    off, on, off_records, on_records = _both(lambda: sdk.run(case, replay, mode, routed=False))
+    assert off_records == []
+    assert len(on_records) == 1
+    assert on.comparable() == off.comparable()
+    # the comparison compares something: what the case holds
+    if sdk.is_error(case) or sdk.is_truncated(case):
+        assert on.kind == "raised"
+    else:
+        assert on.kind == ("stream" if sdk.is_stream(case) else "response")
+        assert on.value
+    if on.kind == "raised" and on.exc is not None and getattr(on.exc, "body", None) is not None:
+        assert on.exc.body == off.exc.body
+
+
+RAW = [pytest.param(c, m, id=f"{c['id']}-{m}") for c in CASES
+       for m in ("raw-sync", "raw-async", "streaming-sync", "streaming-async")]
+
+
+@pytest.mark.parametrize("case,mode", RAW)
+def test_raw_responses_are_unchanged_and_elapsed_works(replay, case, mode):
+    streaming = mode.startswith("streaming")
+    fn = sdk.run_raw_async if mode.endswith("async") else sdk.run_raw
+    (off, off_elapsed), (on, on_elapsed), off_records, on_records = _both(
+        lambda: fn(case, replay, streaming=streaming, routed=False))
+    assert off_records == [] and len(on_records) == 1
+    assert on.comparable() == off.comparable()
+    if sdk.is_error(case) or sdk.is_truncated(case):
+        assert on.kind == "raised"
+        return
+    assert on.kind == ("stream" if sdk.is_stream(case) else "response"), on.message
+    assert on.value
+    # the response's elapsed time is there, as without tokmagic
+    assert isinstance(off_elapsed, datetime.timedelta)
+    assert isinstance(on_elapsed, datetime.timedelta)
+    assert on_elapsed.total_seconds() > 0
+    record = on_records[0]
+    assert record.status == "ok"
+    if case["expected"]["usage_reported"]:
+        assert record.usage.output_tokens == case["expected"]["output_tokens"]
+        assert record.estimated is False
+
+
+def test_install_and_uninstall_are_idempotent(replay):
+    import httpx
+    import httpx2
+
+    originals = {cls: cls.__dict__["send"] for cls in (httpx2.Client, httpx2.AsyncClient)}
+    tokmagic.install()
+    assert {cls: cls.__dict__["send"] for cls in originals} == originals
+    tokmagic.uninstall()
+    tokmagic.uninstall()
+    restored = {cls: cls.__dict__["send"] for cls in originals}
+    assert all(not hasattr(fn, "__tokmagic_original__") for fn in restored.values())
+    assert all(not hasattr(cls.__dict__["send"], "__tokmagic_original__")
+               for cls in (httpx.Client, httpx.AsyncClient))
+    tokmagic.install()
+    tokmagic.install()
+    case = next(c for c in CASES if c["id"] == "openai-chat-basic")
+    sdk.run(case, replay, "sync", routed=False)
+    assert len(session.records()) == 1

@@ -1,0 +1,1 @@
+"""tokmagic inside IPython: the only place that imports IPython."""
