@@ -7,6 +7,7 @@ In Jupyter or IPython: ``%load_ext tokmagic``. In a plain script::
         ...                       # calls through openai, anthropic, ... are recorded
     print(tokmagic.summary())
     tokmagic.usage()              # a pandas DataFrame, one row per call
+    tokmagic.chart(kind="cost")   # a matplotlib Figure
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from .tokens import count_tokens
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.figure import Figure
 
-__all__ = ["usage", "summary", "track", "reset", "install", "uninstall", "set_price", "clear_prices",
+__all__ = ["usage", "chart", "summary", "track", "reset", "install", "uninstall", "set_price", "clear_prices",
            "count_tokens", "LLMInteractionMonitor", "Monitor", "Summary", "session",
            "load_ipython_extension", "unload_ipython_extension"]
 
@@ -34,6 +36,17 @@ def usage(by: str | None = None) -> "pd.DataFrame":
 
     df = frame(session.records())
     return grouped(df, by) if by else df
+
+
+def chart(df: "pd.DataFrame | None" = None, kind: str = "tokens", by: str = "cell",
+          title: str | None = None) -> "Figure":
+    """A matplotlib chart of ``df`` (default: every recorded call, ``usage()``): ``kind``
+    is "tokens" (stacked input / cached / output / reasoning per ``by``: cell, tag, model
+    or call), "cost" (cumulative over time), "models" (cost and tokens by model) or
+    "latency" (latency and tokens/s distributions)."""
+    from .ipython.charts import chart as draw
+
+    return draw(usage() if df is None else df, kind=kind, by=by, title=title)
 
 
 def summary(tag: str | None = None) -> Summary:

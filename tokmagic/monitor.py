@@ -117,7 +117,8 @@ class Monitor:
 
     def unsubscribe(self, listener: Listener) -> None:
         with self._lock:
-            self._listeners = [x for x in self._listeners if x is not listener]
+            # Equality, not identity: each access to a bound method makes a new object.
+            self._listeners = [x for x in self._listeners if x != listener]
 
     @contextmanager
     def scoped(self, **changes) -> Iterator[Scope]:
@@ -132,25 +133,24 @@ class Monitor:
     # -- reading ---------------------------------------------------------------
     def records(self) -> list[CallRecord]:
         """A snapshot of all records, priced and with estimates filled in."""
-        self._resolve()
-        with self._lock:
-            return list(self._records)
+        # One reader resolves at a time and every reader waits for it, so none returns a
+        # record another is still pricing (the live panel reads from its own thread). The
+        # snapshot is taken with the records to resolve: calls landing meanwhile from
+        # other threads wait for the next reader instead of slipping in unpriced.
+        with self._resolve_lock:
+            with self._lock:
+                todo, self._unresolved = self._unresolved, []
+                snapshot = list(self._records)
+            if todo:
+                from .resolve import resolve
+
+                for record in todo:
+                    resolve(record)
+        return snapshot
 
     def summary(self, where: Callable[[CallRecord], bool] | None = None, tag: str | None = None) -> Summary:
         records = self.records()
         return Summary.of((r for r in records if where is None or where(r)), tag=tag)
-
-    def _resolve(self) -> None:
-        if not self._unresolved:
-            return
-        from .resolve import resolve
-
-        # One reader resolves at a time, so no reader sees a record another is still pricing.
-        with self._resolve_lock:
-            with self._lock:
-                todo, self._unresolved = self._unresolved, []
-            for record in todo:
-                resolve(record)
 
 
 #: The session's monitor: what capture writes to and every display reads.

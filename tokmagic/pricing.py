@@ -4,6 +4,7 @@ An unknown price is NaN plus one warning naming the model, never 0."""
 from __future__ import annotations
 
 import math
+import re
 import threading
 from dataclasses import dataclass
 
@@ -31,6 +32,8 @@ class Price:
                 + u.cache_write_tokens * write + u.output_tokens * self.output) / 1e6
 
 
+#: A dated snapshot suffix: a price set for "gpt-4o-mini" also covers "gpt-4o-mini-2024-07-18".
+_SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$")
 _overrides: dict[str, Price] = {}
 _lock = threading.Lock()
 
@@ -38,7 +41,8 @@ _lock = threading.Lock()
 def set_price(model: str, input: float, output: float, cached_input: float | None = None,
               cache_write: float | None = None) -> None:
     """Price ``model`` yourself (USD per million tokens): for models genai-prices does not
-    know, negotiated rates or local servers (``set_price("llama3", 0, 0)``)."""
+    know, negotiated rates or local servers (``set_price("llama3", 0, 0)``). A name
+    without a date covers its dated snapshots; a snapshot's own price wins."""
     with _lock:
         _overrides[model.lower()] = Price(input, output, cached_input, cache_write)
 
@@ -56,7 +60,7 @@ def cost_usd(provider: str, model: str | None, usage: Usage) -> float:
                   "cost is unknown (NaN).")
         return math.nan
     name = model.lower().removeprefix("models/")
-    override = _overrides.get(name)
+    override = _overrides.get(name) or _overrides.get(_SNAPSHOT.sub("", name))
     if override is not None:
         return override.cost(usage)
     try:

@@ -33,10 +33,34 @@ def _brotli() -> Callable[[bytes], bytes]:
 
 
 def _zstd() -> Callable[[bytes], bytes]:
+    # the module httpx itself decodes zstd with: the standard library's from 3.14, its
+    # backport before; zstandard where only that is installed
+    for name in ("compression.zstd", "backports.zstd"):
+        try:
+            module = __import__(name, fromlist=["ZstdDecompressor"])
+        except ImportError:
+            continue
+        return _zstd_frames(module.ZstdDecompressor)
     import zstandard
 
-    d = zstandard.ZstdDecompressor().decompressobj()
-    return d.decompress
+    return zstandard.ZstdDecompressor().decompressobj().decompress
+
+
+def _zstd_frames(decompressor: type) -> Callable[[bytes], bytes]:
+    """A body may hold several zstd frames; a decompressor object reads one."""
+    state = {"d": decompressor()}
+
+    def decode(data: bytes) -> bytes:
+        out = []
+        while data:
+            d = state["d"]
+            out.append(d.decompress(data))
+            if not d.eof:
+                break
+            data = d.unused_data
+            state["d"] = decompressor()
+        return b"".join(out)
+    return decode
 
 
 _DECODERS = {"gzip": lambda: _zlib(zlib.MAX_WBITS | 16), "x-gzip": lambda: _zlib(zlib.MAX_WBITS | 16),

@@ -11,7 +11,7 @@ from contextvars import ContextVar
 from ..monitor import session
 from ..protocols import Protocol, Reading, StreamReader, provider_for
 from ..protocols.sse import NDJSONReader, SSEReader
-from ..records import CallRecord
+from ..records import CallRecord, Usage
 from ..resolve import Estimate
 from ..warn import warn_once
 from .decoding import decoder_for
@@ -97,11 +97,10 @@ class Exchange:
             record = CallRecord(
                 time=self.time, provider=provider_for(self.host, self.path, self.protocol),
                 api=self.protocol.api, model=reading.model, stream=self.stream, status=status,
-                http_status=self.http_status, host=self.host, latency_s=latency, ttft_s=ttft,
+                http_status=self.http_status, host=self.host,
+                usage=Usage() if usage is None else usage, latency_s=latency, ttft_s=ttft,
                 cell=self.scope.cell, cell_id=self.scope.cell_id, tag=self.scope.tag,
                 error=reading.error or error)
-            if usage is not None:
-                record.usage = usage
             if status in ("ok", "interrupted") and (usage is None or not reading.output_final):
                 record.pending = Estimate(self.protocol, self.request_body, reading)
             elif record.model is None and self.request_body:

@@ -1,5 +1,5 @@
-"""``%load_ext tokmagic``: turn capture on, add the magics, and tell the session monitor
-which cell is running so every call lands in the right row."""
+"""``%load_ext tokmagic``: turn capture on, add the magics, tell the session monitor
+which cell is running so every call lands in the right row, and show the live panel."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -8,6 +8,7 @@ from .. import capture
 from ..monitor import session
 from ..records import Scope
 from ..warn import warn_once
+from . import panel
 from .magics import TokMagic
 
 if TYPE_CHECKING:
@@ -83,7 +84,8 @@ _hooks: CellHooks | None = None
 
 
 def load(ip: InteractiveShell) -> None:
-    """Capture calls, add the magics and the cell hooks; a second load changes nothing."""
+    """Capture calls, add the magics and the cell hooks, show the panel (unless
+    ``TokMagic.panel`` is off); a second load changes nothing."""
     global _hooks
     if _hooks is not None:
         if _hooks.shell is ip:
@@ -98,12 +100,15 @@ def load(ip: InteractiveShell) -> None:
     for event in EVENTS:
         ip.events.register(event, getattr(hooks, event))
     _hooks = hooks
+    if ip.magics_manager.registry[TokMagic.__name__].panel:
+        panel.show(ip)
 
 
 def unload(ip: InteractiveShell) -> None:
-    """Stop capturing and remove the cell hooks."""
+    """Stop capturing, remove the cell hooks and stop the panel."""
     global _hooks
     capture.uninstall()
+    panel.close()
     hooks, _hooks = _hooks, None
     if hooks is None:
         return

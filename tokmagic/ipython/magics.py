@@ -1,9 +1,11 @@
-"""The magics: ``%%llm_track``, ``%llm_usage`` and ``%llm_reset``. Each parses its line,
-delegates to the public API and shows the result."""
+"""The magics: ``%%llm_track``, ``%llm_usage``, ``%llm_reset``, ``%llm_panel`` and
+``%llm_chart``. Each parses its line, delegates to the public API or the display layer,
+and shows the result."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -14,7 +16,11 @@ from traitlets import Bool
 import tokmagic
 
 from .. import capture
+from ..monitor import session
+from ..records import CallRecord
 from ..report import GROUPS
+from . import panel
+from .charts import BY, KINDS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,12 +32,16 @@ class TokMagic(Magics):
 
     summary = Bool(True, help="Whether %%llm_track displays the cell's usage summary "
                               "(-q silences one cell).").tag(config=True)
+    panel = Bool(True, help="Whether %load_ext shows the live usage panel "
+                            "(%llm_panel shows it whatever this says).").tag(config=True)
 
     @magic_arguments()
     @argument("tag", nargs="?", help="Tag the cell's calls with TAG (their `tag` column).")
     @argument("-q", "--quiet", action="store_true", help="Do not display the summary.")
     @argument("-o", "--output", metavar="VAR",
               help="Store the cell's Summary in the variable VAR.")
+    @argument("--chart", action="store_true",
+              help="After the summary, chart the tokens of each of the cell's calls.")
     @cell_magic
     def llm_track(self, line: str, cell: str) -> None:
         """Run the cell, tag its LLM calls, then show their tokens, cost and latency.
@@ -48,6 +58,9 @@ class TokMagic(Magics):
 
             %%llm_track prompt-v2 -q -o s
             run_eval()          # afterwards s.calls, s.usage.output_tokens, s.cost_usd
+
+            %%llm_track sweep --chart
+            for t in (0, 0.5, 1): ask(temperature=t)
         """
         args = parse_argstring(self.llm_track, line)
         if not capture.installed():
@@ -57,7 +70,8 @@ class TokMagic(Magics):
                              "use `with tokmagic.track(TAG):` inside the cell instead.")
         shell = self.shell
         outer = shell.displayhook.exec_result
-        with tokmagic.track(args.tag) as summary:
+        calls: list[CallRecord] = []
+        with tokmagic.track(args.tag) as summary, _collected(calls, args.tag):
             inner = shell.run_cell(cell)
         # run_cell shows the body's exception and keeps it in its own result; carry it
         # to this cell's result (the displayhook holds it while the cell runs) so the cell
@@ -68,6 +82,11 @@ class TokMagic(Magics):
             shell.user_ns[args.output] = summary
         if self.summary and not args.quiet:
             display(summary)
+        if args.chart:
+            from ..report import frame
+
+            title = f"LLM tokens per call [{args.tag}]" if args.tag else "LLM tokens per call"
+            display(tokmagic.chart(frame(calls), kind="tokens", by="call", title=title))
 
     def _awaits_in_running_loop(self, cell: str) -> bool:
         """Whether the body needs an event loop while one already runs this cell (as in
@@ -111,3 +130,72 @@ class TokMagic(Magics):
         tokmagic.reset()
         print("tokmagic: usage reset, no calls recorded.")
 
+
+    @magic_arguments()
+    @line_magic
+    def llm_panel(self, line: str) -> None:
+        """Show the live usage panel: session totals, the running cell's totals and tag,
+        and the last call, updated a few times a second while a cell runs.
+
+        ``%load_ext tokmagic`` shows it already, unless ``%config TokMagic.panel = False``.
+        Without a widget frontend it is a text/HTML display, refreshed in place where the
+        frontend allows (a terminal shows a snapshot).
+
+        Examples
+        --------
+        ::
+
+            %llm_panel
+        """
+        parse_argstring(self.llm_panel, line)
+        if not capture.installed():
+            raise UsageError("tokmagic is not capturing calls; run %load_ext tokmagic first.")
+        panel.show(self.shell)
+
+    @magic_arguments()
+    @argument("--kind", choices=KINDS, default="tokens",
+              help="tokens: stacked tokens per cell, tag, model or call; cost: cumulative cost "
+                   "over time; models: cost and tokens by model; latency: latency and tokens/s "
+                   "distributions. Default: tokens.")
+    @argument("--by", choices=BY, help="With --kind tokens: one bar per cell (default), tag, model or call.")
+    @argument("-o", "--output", metavar="VAR", help="Store the matplotlib Figure in the variable VAR.")
+    @line_magic
+    def llm_chart(self, line: str) -> None:
+        """Chart the session's LLM usage with matplotlib.
+
+        The chart is drawn from ``tokmagic.usage()``; ``tokmagic.chart(df, kind=...)``
+        draws the same charts from any usage DataFrame (filtered, or read back from disk).
+
+        Examples
+        --------
+        ::
+
+            %llm_chart                        # tokens per cell: input, cached, output, reasoning
+            %llm_chart --kind tokens --by tag
+            %llm_chart --kind cost -o fig     # then fig.savefig("cost.png")
+            %llm_chart --kind models
+            %llm_chart --kind latency
+        """
+        args = parse_argstring(self.llm_chart, line)
+        if args.by and args.kind != "tokens":
+            raise UsageError("--by applies to --kind tokens only; leave it out for other kinds.")
+        figure = tokmagic.chart(kind=args.kind, by=args.by or "cell")
+        if args.output:
+            self.shell.user_ns[args.output] = figure
+        display(figure)
+
+
+@contextmanager
+def _collected(into: list[CallRecord], tag: str | None) -> Iterator[None]:
+    """Append to ``into`` the calls tagged ``tag`` made during the block, the calls
+    track() counts: the cell's chart shows them."""
+
+    def collect(record: CallRecord) -> None:
+        if record.tag == tag:
+            into.append(record)
+
+    session.subscribe(collect)
+    try:
+        yield
+    finally:
+        session.unsubscribe(collect)
