@@ -8,6 +8,7 @@ import re
 import threading
 from dataclasses import dataclass
 
+from .providers import is_free
 from .records import Usage
 from .warn import warn_once
 
@@ -59,6 +60,8 @@ def cost_usd(provider: str, model: str | None, usage: Usage) -> float:
         warn_once(f"price:{provider}:", f"tokmagic: a {provider} call named no model, so its "
                   "cost is unknown (NaN).")
         return math.nan
+    if is_free(provider):
+        return 0.0
     name = model.lower().removeprefix("models/")
     override = _overrides.get(name) or _overrides.get(_SNAPSHOT.sub("", name))
     if override is not None:

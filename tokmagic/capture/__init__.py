@@ -5,22 +5,29 @@ from __future__ import annotations
 import sys
 import threading
 
+from . import aiohttp as _aiohttp
 from . import httpx as _httpx
+from . import urllib3 as _urllib3
 from .imports import forget_all, when_imported
+
+#: One capture module per HTTP library, each with MODULES, patch(module), unpatch(module).
+_LIBRARIES = (_httpx, _urllib3, _aiohttp)
 
 _lock = threading.Lock()
 _installed = False
 
 
 def install() -> None:
-    """Start capturing LLM calls made through httpx2 and httpx (now and when imported)."""
+    """Start capturing LLM calls made through httpx2, httpx, urllib3 (requests, botocore)
+    and aiohttp, now and when each is imported."""
     global _installed
     with _lock:
         if _installed:
             return
         _installed = True
-        for name in _httpx.MODULES:
-            when_imported(name, _httpx.patch)
+        for library in _LIBRARIES:
+            for name in library.MODULES:
+                when_imported(name, library.patch)
 
 
 def uninstall() -> None:
@@ -31,10 +38,11 @@ def uninstall() -> None:
             return
         _installed = False
         forget_all()
-        for name in _httpx.MODULES:
-            module = sys.modules.get(name)
-            if module is not None:
-                _httpx.unpatch(module)
+        for library in _LIBRARIES:
+            for name in library.MODULES:
+                module = sys.modules.get(name)
+                if module is not None:
+                    library.unpatch(module)
 
 
 def installed() -> bool:

@@ -76,10 +76,8 @@ class Exchange:
         if self.http_status and self.http_status >= 400:
             return "error", Reading()
         try:
-            body = json.loads(content)
-            if not isinstance(body, dict):
-                return "unparsed", Reading()
-            return "ok", self.protocol.read_body(body)
+            reading = self.protocol.read_body(json.loads(content))
+            return ("unparsed", Reading()) if reading is None else ("ok", reading)
         except ValueError:
             return "unparsed", Reading()
         except Exception as exc:
@@ -96,7 +94,8 @@ class Exchange:
             usage = reading.usage
             record = CallRecord(
                 time=self.time, provider=provider_for(self.host, self.path, self.protocol),
-                api=self.protocol.api, model=reading.model, stream=self.stream, status=status,
+                api=self.protocol.api, model=reading.model or self.protocol.path_model(self.path),
+                stream=self.stream, status=status,
                 http_status=self.http_status, host=self.host,
                 usage=Usage() if usage is None else usage, latency_s=latency, ttft_s=ttft,
                 cell=self.scope.cell, cell_id=self.scope.cell_id, tag=self.scope.tag,
@@ -187,9 +186,10 @@ class StreamWatcher:
                    error=None if ok else type(error).__name__ if error else "IncompleteStream")
 
     def closed(self) -> None:
-        """The caller closed the body; if it had not reached the end, it was interrupted."""
+        """The caller closed the body; if it had not reached the end, it was interrupted
+        (but an error response is an error, however much of its body was read)."""
         if not self.exchange.done:
-            self.end(_ClosedEarly())
+            self.end(None if (self.exchange.http_status or 0) >= 400 else _ClosedEarly())
 
 
 class _ClosedEarly(Exception):

@@ -23,7 +23,8 @@ def _begin(request) -> Exchange | None:
         body = request.content
     except Exception:  # a streaming upload: no body to estimate from
         body = None
-    return Exchange(protocol, url.host, path, body)
+    port = url.port  # None for the scheme's default port
+    return Exchange(protocol, url.host if port is None else f"{url.host}:{port}", path, body)
 
 
 def _observe(exchange: Exchange, response, stream_types) -> None:

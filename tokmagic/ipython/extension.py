@@ -101,7 +101,11 @@ def load(ip: InteractiveShell) -> None:
         ip.events.register(event, getattr(hooks, event))
     _hooks = hooks
     if ip.magics_manager.registry[TokMagic.__name__].panel:
-        panel.show(ip)
+        try:
+            panel.show(ip)
+        except Exception as exc:  # the panel is a view: capture must start without it
+            warn_once("panel-show", f"tokmagic: could not show the live panel ({exc!r}); calls are "
+                                    "still recorded, see %llm_usage.")
 
 
 def unload(ip: InteractiveShell) -> None:

@@ -4,6 +4,8 @@ Recognition runs on every HTTP request the kernel makes, so it looks at the path
 first, with one C-level suffix test, before anything else."""
 from __future__ import annotations
 
+from .. import providers
+from . import gemini, ollama
 from .anthropic import MESSAGES
 from .base import Protocol, Reading, StreamReader
 from .openai import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES
@@ -15,46 +17,28 @@ _ENDINGS: dict[str, Protocol] = {
     "/responses": RESPONSES,
     "/embeddings": EMBEDDINGS,
     "/v1/messages": MESSAGES,
+    ":generateContent": gemini.GENERATE,
+    ":streamGenerateContent": gemini.GENERATE,
+    "/api/chat": ollama.CHAT,
+    "/api/generate": ollama.GENERATE,
+    "/api/embed": ollama.EMBED,
+    "/api/embeddings": ollama.EMBED,
 }
 _SUFFIXES = tuple(_ENDINGS)
-
-#: Hosts whose provider differs from the vendor of the wire format they speak.
-_HOSTS = {
-    "api.openai.com": "openai",
-    "api.anthropic.com": "anthropic",
-    "api.groq.com": "groq",
-    "api.together.xyz": "together",
-    "api.together.ai": "together",
-    "api.deepseek.com": "deepseek",
-    "api.mistral.ai": "mistral",
-    "openrouter.ai": "openrouter",
-    "api.x.ai": "x-ai",
-    "api.fireworks.ai": "fireworks",
-    "api.perplexity.ai": "perplexity",
-    "api.cerebras.ai": "cerebras",
-    "router.huggingface.co": "huggingface",
-}
+#: Longest ending first, so "/api/embeddings" is not taken for OpenAI's "/embeddings".
+_BY_LENGTH = sorted(_ENDINGS.items(), key=lambda item: -len(item[0]))
 
 
 def recognise(method: str, path: str) -> Protocol | None:
     """The wire format of a request, from its method and path; None for anything else."""
     if not path.endswith(_SUFFIXES) or method != "POST":
         return None
-    for ending, protocol in _ENDINGS.items():
-        if path.endswith(ending):
-            if protocol is COMPLETIONS and path.endswith("/chat/completions"):
-                continue
-            return protocol
-    return None
+    return next(protocol for ending, protocol in _BY_LENGTH if path.endswith(ending))
 
 
 def provider_for(host: str, path: str, protocol: Protocol) -> str:
-    """The provider that serves a request: named from the host where the host is known,
-    else the vendor of the wire format it speaks."""
-    host = host.lower()
-    if host.endswith((".openai.azure.com", ".cognitiveservices.azure.com")) or "/openai/deployments/" in path:
-        return "azure"
-    return _HOSTS.get(host, protocol.vendor)
+    """The provider that serves a request (see tokmagic.providers)."""
+    return providers.provider_for(host, path, protocol.vendor)
 
 
 __all__ = ["Protocol", "Reading", "StreamReader", "recognise", "provider_for"]

@@ -104,7 +104,9 @@ def _content_tokens(content: Any, count) -> tuple[int, bool]:
 class Messages(Protocol):
     vendor, api = "anthropic", "messages"
 
-    def read_body(self, body: Any) -> Reading:
+    def read_body(self, body: Any) -> Reading | None:
+        if not isinstance(body, dict):
+            return None
         r = Reading(model=body.get("model"), usage=messages_usage(body.get("usage")), complete=True)
         if r.usage is None:
             for block in body.get("content") or ():

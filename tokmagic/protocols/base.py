@@ -44,7 +44,8 @@ class Protocol:
     #: "sse" or "ndjson": how a streamed response of this format is framed.
     framing = "sse"
 
-    def read_body(self, body: Any) -> Reading:
+    def read_body(self, body: Any) -> Reading | None:
+        """What a whole JSON body says; None when it is not this format's answer."""
         raise NotImplementedError
 
     def stream_reader(self) -> StreamReader:
@@ -52,6 +53,10 @@ class Protocol:
 
     def request_model(self, request: dict) -> str | None:
         return request.get("model")
+
+    def path_model(self, path: str) -> str | None:
+        """The model named in the URL, for APIs that put it there (Gemini)."""
+        return None
 
     def estimate_input(self, request: dict, count) -> tuple[int, bool]:
         """Input tokens of ``request`` counted with ``count(text)``, and whether every part

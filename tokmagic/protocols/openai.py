@@ -133,7 +133,9 @@ class ChatStream(StreamReader):
 class Chat(Protocol):
     vendor, api = "openai", "chat"
 
-    def read_body(self, body: Any) -> Reading:
+    def read_body(self, body: Any) -> Reading | None:
+        if not isinstance(body, dict):
+            return None
         r = Reading(model=body.get("model"), usage=chat_usage(body.get("usage")), complete=True)
         if r.usage is None:
             for choice in body.get("choices") or ():
@@ -211,7 +213,9 @@ def _as_message(item: Any) -> Any:
 class Responses(Protocol):
     vendor, api = "openai", "responses"
 
-    def read_body(self, body: Any) -> Reading:
+    def read_body(self, body: Any) -> Reading | None:
+        if not isinstance(body, dict):
+            return None
         r = Reading(model=body.get("model"), usage=responses_usage(body.get("usage")), complete=True)
         if r.usage is None:
             _responses_output(body, r.output_text)
@@ -233,7 +237,9 @@ class Responses(Protocol):
 class Embeddings(Protocol):
     vendor, api = "openai", "embeddings"
 
-    def read_body(self, body: Any) -> Reading:
+    def read_body(self, body: Any) -> Reading | None:
+        if not isinstance(body, dict):
+            return None
         return Reading(model=body.get("model"), usage=chat_usage(body.get("usage")), complete=True)
 
     def estimate_input(self, request: dict, count) -> tuple[int, bool]:
