@@ -1,6 +1,8 @@
-"""Drive the real openai and anthropic SDKs through a recorded case, as user code would,
-and capture what the user code sees (parsed response, streamed chunks/events, or the
-raised exception) so that it can be compared with and without tokmagic."""
+"""Drive the real SDKs through a recorded case, as user code would, and capture what the
+user code sees (parsed response, streamed chunks/events, or the raised exception) so
+that it can be compared with and without tokmagic. The openai and anthropic SDKs are
+driven here; google-genai, ollama, mistralai and cohere in the sdk_* modules beside it,
+which ``run`` dispatches to."""
 from __future__ import annotations
 
 import asyncio
@@ -9,6 +11,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import httpx2
 
 #: The host each provider really serves from. The corpus tests send every request to that
@@ -23,32 +26,61 @@ HOSTS = {
     "mistral": "api.mistral.ai",
     "openrouter": "openrouter.ai",
     "anthropic": "api.anthropic.com",
+    "google": "generativelanguage.googleapis.com",
+    "google-vertex": "aiplatform.googleapis.com",
+    "ollama": "localhost:11434",
+    "cohere": "api.cohere.com",
 }
 OPENAI_APIS = {"chat": "/chat/completions", "completions": "/completions",
                "responses": "/responses", "embeddings": "/embeddings"}
+#: Modes that cannot be routed (aiohttp has no pluggable transport): the SDK is aimed at
+#: the replay server itself, so tokmagic sees a local host.
+DIRECT_MODES = ("async-aiohttp",)
 
 
 def sdk_of(case: dict) -> str | None:
-    """Which SDK sends this case: "openai", "anthropic", or None (not ours to drive)."""
-    if case["provider"] == "anthropic" and case["api"] == "messages":
+    """Which SDK sends this case: "openai", "anthropic", "google-genai", "ollama",
+    "cohere", or None (not ours to drive). Ollama's OpenAI-compatible API is the openai
+    SDK's; Mistral's cases are the openai SDK's too, plus mistralai's own modes."""
+    provider, api = case["provider"], case["api"]
+    if provider == "anthropic" and api == "messages":
         return "anthropic"
-    if case["provider"] in HOSTS and case["api"] in OPENAI_APIS:
+    if provider in HOSTS and api in OPENAI_APIS:
         return "openai"
+    if provider.startswith("google"):
+        return "google-genai"
+    if provider in ("ollama", "cohere"):
+        return provider
     return None
 
 
 def skip_reason(case: dict) -> str | None:
     if sdk_of(case) is not None:
         return None
-    if case["provider"].startswith("google"):
-        return "Gemini generateContent is not captured yet (google-genai support is a later issue)"
-    if case["provider"] == "ollama":
-        return "Ollama's native /api/* wire format is not captured yet (a later issue)"
-    return f"no openai/anthropic SDK call for {case['provider']} {case['api']}"
+    return f"no SDK call for {case['provider']} {case['api']}"
 
 
 def is_stream(case: dict) -> bool:
-    return bool((case["request"]["body"] or {}).get("stream"))
+    return (bool((case["request"]["body"] or {}).get("stream"))
+            or case["request"]["path"].endswith(":streamGenerateContent"))
+
+
+def recorded_host(case: dict, mode: str, base: str) -> str:
+    """The host tokmagic records for a call made in ``mode``: the provider's own, or the
+    replay server's where the call cannot be routed."""
+    return urllib.parse.urlsplit(base).netloc if mode in DIRECT_MODES else HOSTS[case["provider"]]
+
+
+def status_errors() -> tuple[type, ...]:
+    """The exception types the SDKs raise for an HTTP error status."""
+    import anthropic
+    import cohere.core.api_error
+    import google.genai.errors
+    import ollama
+    import openai
+
+    return (openai.APIStatusError, anthropic.APIStatusError, google.genai.errors.APIError,
+            ollama.ResponseError, cohere.core.api_error.ApiError)
 
 
 def is_error(case: dict) -> bool:
@@ -66,26 +98,33 @@ def _retarget(request, base: str) -> None:
     request.url = request.url.copy_with(scheme=target.scheme, host=target.host, port=target.port)
 
 
-class RouteTransport(httpx2.HTTPTransport):
-    """Sends every request to ``base`` whatever its URL's host (like a DNS override)."""
+def _routing(module) -> tuple[type, type]:
+    """Sync and async transports of ``module`` (httpx2, or httpx for the SDKs still on
+    it) that send every request to ``base`` whatever its URL's host (like a DNS override)."""
 
-    def __init__(self, base: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._base = base
+    class Route(module.HTTPTransport):
+        def __init__(self, base: str, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self._base = base
 
-    def handle_request(self, request):
-        _retarget(request, self._base)
-        return super().handle_request(request)
+        def handle_request(self, request):
+            _retarget(request, self._base)
+            return super().handle_request(request)
+
+    class AsyncRoute(module.AsyncHTTPTransport):
+        def __init__(self, base: str, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self._base = base
+
+        async def handle_async_request(self, request):
+            _retarget(request, self._base)
+            return await super().handle_async_request(request)
+
+    return Route, AsyncRoute
 
 
-class AsyncRouteTransport(httpx2.AsyncHTTPTransport):
-    def __init__(self, base: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._base = base
-
-    async def handle_async_request(self, request):
-        _retarget(request, self._base)
-        return await super().handle_async_request(request)
+RouteTransport, AsyncRouteTransport = _routing(httpx2)
+HttpxRouteTransport, HttpxAsyncRouteTransport = _routing(httpx)
 
 
 # -- clients ------------------------------------------------------------------------
@@ -194,9 +233,10 @@ def dump(obj) -> Any:
     return obj.model_dump(warnings=False)
 
 
-def _raised(exc: BaseException, partial: list | None = None) -> Seen:
-    return Seen("raised", partial, exc_type=type(exc), status_code=getattr(exc, "status_code", None),
-                message=str(exc), exc=exc)
+def raised(exc: BaseException, partial: list | None = None, status_code: int | None = None) -> Seen:
+    """What user code saw when the call raised ``exc`` (after receiving ``partial``)."""
+    status = getattr(exc, "status_code", None) if status_code is None else status_code
+    return Seen("raised", partial, exc_type=type(exc), status_code=status, message=str(exc), exc=exc)
 
 
 def run_sync(case: dict, base: str, *, helper: bool = False, routed: bool = True) -> Seen:
@@ -221,7 +261,7 @@ def run_sync(case: dict, base: str, *, helper: bool = False, routed: bool = True
                 events.append(dump(item))
             return Seen("stream", events)
         except Exception as exc:  # what user code would see
-            return _raised(exc, events)
+            return raised(exc, events)
 
 
 async def _run_async(case: dict, base: str, helper: bool, routed: bool) -> Seen:
@@ -246,7 +286,7 @@ async def _run_async(case: dict, base: str, helper: bool, routed: bool) -> Seen:
                 events.append(dump(item))
             return Seen("stream", events)
         except Exception as exc:
-            return _raised(exc, events)
+            return raised(exc, events)
 
 
 def run_async(case: dict, base: str, *, helper: bool = False, routed: bool = True) -> Seen:
@@ -254,16 +294,29 @@ def run_async(case: dict, base: str, *, helper: bool = False, routed: bool = Tru
 
 
 def run(case: dict, base: str, mode: str, routed: bool = True) -> Seen:
-    """``mode``: "sync", "async", "sync-helper" or "async-helper"."""
+    """``mode``: one of ``modes(case)``."""
+    from . import sdk_cohere, sdk_google, sdk_mistral, sdk_ollama
+
+    if mode.startswith("mistral-"):
+        return sdk_mistral.run(case, base, mode.removeprefix("mistral-"), routed)
+    native = {"google-genai": sdk_google, "ollama": sdk_ollama, "cohere": sdk_cohere}.get(sdk_of(case))
+    if native is not None:
+        return native.run(case, base, mode, routed)
     fn = run_async if mode.startswith("async") else run_sync
     return fn(case, base, helper=mode.endswith("helper"), routed=routed)
 
 
 def modes(case: dict) -> list[str]:
-    """The ways user code calls the case: sync and async, plus Anthropic's stream helper."""
+    """The ways user code calls the case: sync and async; Anthropic's stream helper;
+    google-genai's async client over aiohttp (its default) as well as over httpx2; and
+    Mistral's cases through mistralai's own SDK as well as openai's."""
     out = ["sync", "async"]
     if sdk_of(case) == "anthropic" and is_stream(case):
         out += ["sync-helper", "async-helper"]
+    if sdk_of(case) == "google-genai":
+        out += ["async-aiohttp"]
+    if case["provider"] == "mistral":
+        out += ["mistral-sync", "mistral-async"]
     return out
 
 
@@ -303,7 +356,7 @@ def run_raw(case: dict, base: str, *, streaming: bool = False, routed: bool = Tr
                     seen = Seen("response", _parsed(parsed))
             return seen, http.elapsed
         except Exception as exc:
-            return _raised(exc, events), None
+            return raised(exc, events), None
 
 
 async def _run_raw_async(case: dict, base: str, streaming: bool, routed: bool) -> tuple[Seen, Any]:
@@ -336,7 +389,7 @@ async def _run_raw_async(case: dict, base: str, streaming: bool, routed: bool) -
                     seen = Seen("response", _parsed(parsed))
             return seen, http.elapsed
         except Exception as exc:
-            return _raised(exc, events), None
+            return raised(exc, events), None
 
 
 def run_raw_async(case: dict, base: str, *, streaming: bool = False, routed: bool = True) -> tuple[Seen, Any]:

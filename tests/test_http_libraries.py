@@ -160,7 +160,9 @@ def test_one_record_per_call_and_the_user_sees_the_same(replay, case_id, client)
     assert len(records) == 1, [(r.status, r.error) for r in records]
     record = records[0]
     assert record.api == case["api"] and record.host == "127.0.0.1"
-    assert record.model == e["model"]
+    cut_preloaded = client is urllib3_preloaded and (case.get("replay") or {}).get("truncated")
+    # a preloaded body is read whole or not at all: one cut short never gave its model
+    assert record.model == (case["request"]["body"]["model"] if cut_preloaded else e["model"])
     if record.status != "error":
         assert record.stream is not _is_json(case)
 
@@ -169,11 +171,9 @@ def test_one_record_per_call_and_the_user_sees_the_same(replay, case_id, client)
         assert all(getattr(record.usage, f) == 0 for f in TOKEN_FIELDS)
     elif (case.get("replay") or {}).get("truncated"):
         assert seen[2] is not None  # the user's read raised
-        if client is urllib3_preloaded:  # the cut body was read before urllib3 returned
-            assert record.status == "error" and record.error == "ProtocolError"
-        else:
-            assert record.status == "interrupted" and record.estimated and record.error
-            assert record.usage.input_tokens > 0 and record.usage.output_tokens > 0
+        assert record.status == "interrupted" and record.estimated and record.error
+        assert record.http_status == 200 and record.usage.input_tokens > 0
+        assert record.usage.output_tokens > 0 or cut_preloaded
     elif e["usage_reported"]:
         assert record.status == "ok" and not record.estimated
         assert {f: getattr(record.usage, f) for f in TOKEN_FIELDS} == inclusive(case)
@@ -206,7 +206,11 @@ def _leave_urllib3(base, case):
     url, body, headers = _request(base, case)
     with urllib3.PoolManager() as pool:
         r = pool.request("POST", url, body=body, headers=headers, preload_content=False)
-        first = next(r.stream(32))
+        first = b""
+        for chunk in r.stream(32):
+            first += chunk
+            if b"\n\n" in first:  # the first event (message_start) is in
+                break
         r.close()
         return first
 
@@ -252,6 +256,7 @@ def test_an_error_response_released_unread_is_an_error(replay):
 
 
 def test_an_abandoned_aiohttp_response_leaves_no_entry(serve_cases):
+    """A response neither read nor closed: its entry goes when it is collected."""
     case = load_case("openai-chat-stream-include-usage")
     base = serve_cases([case], event_delay_ms=20)
 
@@ -261,9 +266,8 @@ def test_an_abandoned_aiohttp_response_leaves_no_entry(serve_cases):
             resp = await s.post(url, json=case["request"]["body"], headers=headers)
             assert aiohttp_capture._watched
             del resp
-            gc.collect()
-            await asyncio.sleep(0.05)
     asyncio.run(go())
+    gc.collect()
     assert not aiohttp_capture._watched
     (record,) = session.records()
     assert record.status == "interrupted"
@@ -342,7 +346,7 @@ def test_libraries_are_patched_when_imported_after_install_and_not_imported_by_i
         import requests, aiohttp
         mark = "__tokmagic_original__"
         print(json.dumps([loaded,
-            hasattr(requests.adapters.urllib3.connectionpool.HTTPConnectionPool._make_request, mark),
+            hasattr(sys.modules["urllib3"].connectionpool.HTTPConnectionPool._make_request, mark),
             hasattr(aiohttp.ClientSession._request, mark)]))
     """)
     assert result == [[], True, True]

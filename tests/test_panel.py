@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
+from traitlets.config import Config
 
 import tokmagic
 from tokmagic.ipython import panel
@@ -36,10 +38,7 @@ def calls_shown(text: str) -> int:
     return int(row.split()[1].replace(",", ""))
 
 
-def test_load_ext_shows_the_panel_as_text_and_html(replay):
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
-
+def test_load_ext_shows_the_panel_as_text_and_html():
     InteractiveShell.clear_instance()
     config = Config()
     config.HistoryManager.enabled = False

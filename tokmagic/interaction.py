@@ -31,8 +31,10 @@ class LLMInteractionMonitor:
         monitor's); models without a tiktoken encoding are counted with o200k_base."""
         model = model or self.model
         counter = Counter(model)
+        scope = self.monitor.scope
         record = CallRecord(time=time.time(), provider="manual", api="manual", model=model,
                             stream=False, status="ok", http_status=None, source="manual",
+                            cell=scope.cell, cell_id=scope.cell_id, tag=scope.tag,
                             usage=Usage(input_tokens=counter.count(prompt or ""),
                                         output_tokens=counter.count(response or "")),
                             estimated=True, estimate_method=counter.method)

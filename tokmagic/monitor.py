@@ -5,10 +5,14 @@ from __future__ import annotations
 import math
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
-from .records import CallRecord, Scope, Usage
+from .records import BACKGROUND, CallRecord, Scope, Usage
+
+#: The scope of the running context; None where none was set (then the thread decides).
+_scope: ContextVar[Scope | None] = ContextVar("tokmagic_scope", default=None)
 
 
 @dataclass
@@ -18,6 +22,7 @@ class Summary:
     silently too low."""
 
     calls: int = 0
+    attempts: int = 0
     usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
     unpriced: int = 0
@@ -27,9 +32,15 @@ class Summary:
     unparsed: int = 0
     latency_s: float = 0.0
     tag: str | None = None
+    _call_ids: set = field(default_factory=set, repr=False, compare=False)
 
     def add(self, r: CallRecord) -> None:
-        self.calls += 1
+        """Count one record: an attempt always, a call unless it retries one counted."""
+        self.attempts += 1
+        if r.call_id is None or r.call_id not in self._call_ids:
+            self.calls += 1
+            if r.call_id is not None:
+                self._call_ids.add(r.call_id)
         u = self.usage
         u.input_tokens += r.usage.input_tokens
         u.cached_input_tokens += r.usage.cached_input_tokens
@@ -80,20 +91,50 @@ class Monitor:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant: a stream dropped unread is recorded from the garbage collector,
+        # which may run while this thread is inside add().
+        self._lock = threading.RLock()
         self._resolve_lock = threading.Lock()
         self._records: list[CallRecord] = []
         self._unresolved: list[CallRecord] = []
         self._listeners: list[Listener] = []
-        self.scope = Scope()
+        self._main_scope = Scope()
+
+    # -- scope -----------------------------------------------------------------
+    @property
+    def scope(self) -> Scope:
+        """Where a call starting here comes from: the context's scope (set for a cell or
+        a track() block, inherited by the asyncio tasks and executor jobs started in it),
+        else the scope of whoever started this thread, else the main thread's."""
+        scope = _scope.get()
+        if scope is not None:
+            return scope
+        thread = threading.current_thread()
+        scope = getattr(thread, "tokmagic_scope", None)  # stamped by capture.threads
+        if scope is not None:
+            return scope
+        return self._main_scope if thread is threading.main_thread() else BACKGROUND
+
+    @scope.setter
+    def scope(self, value: Scope) -> None:
+        _scope.set(value)
+        if threading.current_thread() is threading.main_thread():
+            self._main_scope = value
+
+    @contextmanager
+    def scoped(self, **changes) -> Iterator[Scope]:
+        """Attribute calls made inside the block to a cell and/or tag; calls made after it
+        by threads it started are background calls."""
+        previous = self.scope
+        scope = self.scope = replace(previous, ended=False, **changes)
+        try:
+            yield scope
+        finally:
+            scope.ended = True
+            self.scope = previous
 
     # -- writing ---------------------------------------------------------------
     def add(self, record: CallRecord) -> None:
-        scope = self.scope
-        if record.cell is None and record.cell_id is None:
-            record.cell, record.cell_id = scope.cell, scope.cell_id
-        if record.tag is None:
-            record.tag = scope.tag
         with self._lock:
             self._records.append(record)
             self._unresolved.append(record)
@@ -119,16 +160,6 @@ class Monitor:
         with self._lock:
             # Equality, not identity: each access to a bound method makes a new object.
             self._listeners = [x for x in self._listeners if x != listener]
-
-    @contextmanager
-    def scoped(self, **changes) -> Iterator[Scope]:
-        """Attribute calls made inside the block to a cell and/or tag."""
-        previous = self.scope
-        self.scope = Scope(**{**previous.__dict__, **changes})
-        try:
-            yield self.scope
-        finally:
-            self.scope = previous
 
     # -- reading ---------------------------------------------------------------
     def records(self) -> list[CallRecord]:

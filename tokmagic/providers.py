@@ -22,6 +22,8 @@ _HOSTS = {
     "api.cerebras.ai": "cerebras",
     "router.huggingface.co": "huggingface",
     "ollama.com": "ollama-cloud",
+    "api.cohere.com": "cohere",
+    "api.cohere.ai": "cohere",
 }
 #: Default ports of local model servers, whatever their wire format.
 _LOCAL_PORTS = {"11434": "ollama", "1234": "lmstudio"}

@@ -34,6 +34,12 @@ class Scope:
     cell: int | None = None
     cell_id: str | None = None
     tag: str | None = None
+    #: Set when the cell is over, so calls from threads it left running are told apart.
+    ended: bool = field(default=False, compare=False)
+
+
+#: The scope of calls whose origin is unknown (a thread started before tokmagic loaded).
+BACKGROUND = Scope()
 
 
 @dataclass
@@ -61,6 +67,12 @@ class CallRecord:
     cell: int | None = None
     cell_id: str | None = None
     tag: str | None = None
+    #: True for a call whose cell had already ended (a thread or task left running):
+    #: it is kept out of every cell's totals rather than charged to the next cell.
+    background: bool = False
+    #: Attempts of one logical call (SDK retries) share a call_id; attempt counts from 1.
+    call_id: str | None = None
+    attempt: int = 1
     error: str | None = None
     source: str = "capture"
     #: Work left for when the record is first read (a local estimate, the price): it is
@@ -86,6 +98,9 @@ class CallRecord:
             "cell": self.cell,
             "cell_id": self.cell_id,
             "tag": self.tag,
+            "background": self.background,
+            "call_id": self.call_id,
+            "attempt": self.attempt,
             "provider": self.provider,
             "api": self.api,
             "model": self.model,

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 _INT_COLUMNS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
                 "reasoning_tokens", "total_tokens")
 _SUM_COLUMNS = (*_INT_COLUMNS, "cost_usd", "latency_s")
-GROUPS = ("tag", "cell", "model", "provider", "api", "status")
+GROUPS = ("tag", "cell", "model", "provider", "api", "status", "background")
 
 
 def frame(records: Iterable[CallRecord]) -> "pd.DataFrame":
@@ -37,8 +37,10 @@ def frame(records: Iterable[CallRecord]) -> "pd.DataFrame":
 
 
 def grouped(df: "pd.DataFrame", by: str | Sequence[str]) -> "pd.DataFrame":
-    """Totals per group: calls, tokens, cost (NaN if any call in the group is unpriced),
-    and how many calls were estimated."""
+    """Totals per group: calls and HTTP attempts, tokens, cost (NaN if any call in the
+    group is unpriced), and how many calls were estimated."""
+    import pandas as pd
+
     by = [by] if isinstance(by, str) else list(by)
     for name in by:
         if name not in GROUPS:
@@ -47,7 +49,10 @@ def grouped(df: "pd.DataFrame", by: str | Sequence[str]) -> "pd.DataFrame":
     out = g[list(_SUM_COLUMNS)].sum(min_count=1)
     out[list(_INT_COLUMNS)] = out[list(_INT_COLUMNS)].fillna(0).astype("int64")
     out["cost_usd"] = g["cost_usd"].apply(lambda s: s.sum() if s.notna().all() else math.nan)
-    out.insert(0, "calls", g.size())
+    # attempts of one logical call (SDK retries) share a call_id; rows without one each count
+    calls = df.assign(_call=df["call_id"].fillna(pd.Series(df.index.astype(str), index=df.index)))
+    out.insert(0, "calls", calls.groupby(by, dropna=False, sort=True)["_call"].nunique())
+    out.insert(1, "attempts", g.size())
     out["estimated"] = g["estimated"].sum().astype("int64")
     return out
 
@@ -67,7 +72,8 @@ def _facts(s: "Summary") -> list[tuple[str, str]]:
         cost += f" + {s.unpriced} unpriced call{'s' * (s.unpriced != 1)}"
     if s.estimated:
         cost = "~" + cost
-    rows = [("calls", f"{s.calls:,}"),
+    calls = f"{s.calls:,}" + (f" ({s.attempts:,} attempts)" if s.attempts != s.calls else "")
+    rows = [("calls", calls),
             ("input tokens", f"{u.input_tokens:,}"
              + (f" ({u.cached_input_tokens:,} cached)" if u.cached_input_tokens else "")
              + (f" ({u.cache_write_tokens:,} cache write)" if u.cache_write_tokens else "")),

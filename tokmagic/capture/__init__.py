@@ -7,6 +7,7 @@ import threading
 
 from . import aiohttp as _aiohttp
 from . import httpx as _httpx
+from . import threads as _threads
 from . import urllib3 as _urllib3
 from .imports import forget_all, when_imported
 
@@ -25,6 +26,7 @@ def install() -> None:
         if _installed:
             return
         _installed = True
+        _threads.patch()
         for library in _LIBRARIES:
             for name in library.MODULES:
                 when_imported(name, library.patch)
@@ -38,6 +40,7 @@ def uninstall() -> None:
             return
         _installed = False
         forget_all()
+        _threads.unpatch()
         for library in _LIBRARIES:
             for name in library.MODULES:
                 module = sys.modules.get(name)

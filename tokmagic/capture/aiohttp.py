@@ -2,14 +2,16 @@
 request method comes down to it), and the response body watched as aiohttp fills the
 response's ``StreamReader`` (``feed_data``, ``feed_eof``, ``set_exception``).
 
-A StreamReader has ``__slots__``, so the watched ones are kept in a dict by id, each with
-the reader itself: while its entry lives the reader cannot be collected, so its id cannot
-be reused. An entry goes at the end of the body, at an error, or when the response is
-closed or released. The hooks cost other readers (every body aiohttp receives or serves)
-one test of an empty dict."""
+A StreamReader has ``__slots__`` and no weak references, so the watched ones are kept in
+a dict by id. An entry goes at the end of the body, at an error, when the response is
+closed or released, or when the response is collected unfinished: the response holds its
+reader, so a finalizer on it removes the entry before the reader can go and its id be
+reused. The hooks cost other readers (every body aiohttp receives or serves) one test of
+an empty dict."""
 from __future__ import annotations
 
 import json
+import weakref
 from contextlib import suppress
 from types import ModuleType
 from typing import Callable
@@ -20,8 +22,8 @@ from .patching import cannot_patch, unwrap, wrap
 
 MODULES = ("aiohttp",)
 
-#: id(StreamReader) -> (that StreamReader, its watcher), for bodies still arriving.
-_watched: dict[int, tuple[object, StreamWatcher]] = {}
+#: id(StreamReader) -> its watcher, for bodies still arriving.
+_watched: dict[int, StreamWatcher] = {}
 
 
 def _request_body(kwargs: dict) -> bytes | None:
@@ -64,7 +66,16 @@ def _observe(exchange: Exchange, response, decompressed: bool) -> None:
     elif content.is_eof():
         watcher.end()
     else:
-        _watched[id(content)] = (content, watcher)
+        key = id(content)
+        _watched[key] = watcher
+        weakref.finalize(response, _abandoned, key, watcher).atexit = False
+
+
+def _abandoned(key: int, watcher: StreamWatcher) -> None:
+    """The response was collected before its body ended (or after: then nothing to do)."""
+    if _watched.get(key) is watcher:
+        del _watched[key]
+        watcher.closed()
 
 
 def _request_wrapper(original: Callable, response_error: type) -> Callable:
@@ -102,32 +113,32 @@ def _feed_data_wrapper(original: Callable) -> Callable:
     def feed_data(self, data, *args, **kwargs):
         result = original(self, data, *args, **kwargs)
         if _watched:
-            entry = _watched.get(id(self))
-            if entry is not None:
-                entry[1].feed(data)
+            watcher = _watched.get(id(self))
+            if watcher is not None:
+                watcher.feed(data)
         return result
     return feed_data
 
 
 def _feed_eof_wrapper(original: Callable) -> Callable:
     def feed_eof(self, *args, **kwargs):
-        entry = _watched.pop(id(self), None) if _watched else None
+        watcher = _watched.pop(id(self), None) if _watched else None
         try:
             return original(self, *args, **kwargs)
         finally:
-            if entry is not None:
-                entry[1].end()
+            if watcher is not None:
+                watcher.end()
     return feed_eof
 
 
 def _set_exception_wrapper(original: Callable) -> Callable:
     def set_exception(self, exc, *args, **kwargs):
-        entry = _watched.pop(id(self), None) if _watched else None
+        watcher = _watched.pop(id(self), None) if _watched else None
         try:
             return original(self, exc, *args, **kwargs)
         finally:
-            if entry is not None:
-                entry[1].end(exc)
+            if watcher is not None:
+                watcher.end(exc)
     return set_exception
 
 
@@ -135,9 +146,9 @@ def _close_wrapper(original: Callable) -> Callable:
     """``ClientResponse.close`` / ``release``: a body closed before its end."""
     def close(self, *args, **kwargs):
         if _watched:
-            entry = _watched.pop(id(self.content), None)
-            if entry is not None:
-                entry[1].closed()
+            watcher = _watched.pop(id(self.content), None)
+            if watcher is not None:
+                watcher.closed()
         return original(self, *args, **kwargs)
     return close
 

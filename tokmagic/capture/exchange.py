@@ -4,14 +4,16 @@ it) and turns what it saw into one CallRecord. Nothing here can break the caller
 request: every failure is contained, warned about once, and recorded as "unparsed"."""
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from contextvars import ContextVar
+from typing import Any, Iterable
 
 from ..monitor import session
 from ..protocols import Protocol, Reading, StreamReader, provider_for
 from ..protocols.sse import NDJSONReader, SSEReader
-from ..records import CallRecord, Usage
+from ..records import BACKGROUND, CallRecord, Usage
 from ..resolve import Estimate
 from ..warn import warn_once
 from .decoding import decoder_for
@@ -30,18 +32,45 @@ def contained(what: str, exc: BaseException) -> None:
               "was not affected. Please report this with your SDK and its version.")
 
 
+_call_numbers = itertools.count(1)
+#: Request headers by which SDKs mark the attempts of one logical call: the idempotency
+#: key the Stainless SDKs (openai, anthropic) keep across retries, and botocore's ids.
+_CALL_ID_HEADERS = (b"idempotency-key", b"amz-sdk-invocation-id")
+_IDENTITY_HEADERS = (*_CALL_ID_HEADERS, b"x-stainless-retry-count", b"amz-sdk-request")
+
+
+def retry_identity(headers: Iterable[tuple[Any, Any]]) -> tuple[str, int]:
+    """The logical call an HTTP attempt belongs to, and its attempt number (from 1), from
+    the request headers as (name, value) pairs of bytes or str."""
+    call_id, attempt = None, 1
+    for name, value in headers:
+        name = (name if isinstance(name, bytes) else name.encode("latin-1")).lower()
+        if name not in _IDENTITY_HEADERS:
+            continue
+        value = value.decode("latin-1") if isinstance(value, bytes) else value
+        if name in _CALL_ID_HEADERS:
+            call_id = value
+            continue
+        number = value.rpartition("attempt=")[2].partition(";")[0].strip()  # "attempt=2; max=3"
+        if number.isdigit():
+            attempt = int(number) + (name == b"x-stainless-retry-count")  # that one counts retries
+    return call_id or f"call-{next(_call_numbers)}", attempt
+
+
 class Exchange:
     """The record-to-be of one request, created just before the request is sent."""
 
     __slots__ = ("protocol", "host", "path", "request_body", "start", "time", "scope", "done",
-                 "http_status", "stream", "token")
+                 "http_status", "stream", "token", "call_id", "attempt")
 
-    def __init__(self, protocol: Protocol, host: str, path: str, request_body: bytes | None) -> None:
+    def __init__(self, protocol: Protocol, host: str, path: str, request_body: bytes | None,
+                 headers: Iterable[tuple[Any, Any]] = ()) -> None:
         self.protocol = protocol
         self.host = host
         self.path = path
         self.request_body = request_body
         self.scope = session.scope
+        self.call_id, self.attempt = retry_identity(headers)
         self.time = time.time()
         self.start = time.perf_counter()
         self.done = False
@@ -92,13 +121,16 @@ class Exchange:
         try:
             latency = time.perf_counter() - self.start
             usage = reading.usage
+            scope = self.scope
             record = CallRecord(
                 time=self.time, provider=provider_for(self.host, self.path, self.protocol),
                 api=self.protocol.api, model=reading.model or self.protocol.path_model(self.path),
                 stream=self.stream, status=status,
                 http_status=self.http_status, host=self.host,
                 usage=Usage() if usage is None else usage, latency_s=latency, ttft_s=ttft,
-                cell=self.scope.cell, cell_id=self.scope.cell_id, tag=self.scope.tag,
+                cell=None if scope.ended else scope.cell, cell_id=None if scope.ended else scope.cell_id,
+                tag=scope.tag, background=scope.ended or scope is BACKGROUND,
+                call_id=self.call_id, attempt=self.attempt,
                 error=reading.error or error)
             if status in ("ok", "interrupted") and (usage is None or not reading.output_final):
                 record.pending = Estimate(self.protocol, self.request_body, reading)

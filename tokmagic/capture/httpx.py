@@ -24,7 +24,8 @@ def _begin(request) -> Exchange | None:
     except Exception:  # a streaming upload: no body to estimate from
         body = None
     port = url.port  # None for the scheme's default port
-    return Exchange(protocol, url.host if port is None else f"{url.host}:{port}", path, body)
+    return Exchange(protocol, url.host if port is None else f"{url.host}:{port}", path, body,
+                    request.headers.raw)
 
 
 def _observe(exchange: Exchange, response, stream_types) -> None:

@@ -82,28 +82,6 @@ def _begin(pool, url: str, args: tuple, kwargs: dict, parse_url) -> Exchange | N
     return Exchange(protocol, host, path, body)
 
 
-def _framed(ctype: str) -> bool:
-    return "event-stream" in ctype or "ndjson" in ctype or "jsonl" in ctype
-
-
-def _observe(exchange: Exchange, response) -> None:
-    """Record a preloaded body now, or mark the response so that its reads are watched."""
-    body = getattr(response, "_body", None)
-    if body is None:
-        setattr(response, _STATE, _Observed(exchange))
-        return
-    # preload_content=True: urllib3 read the whole body before returning the response
-    headers = response.headers
-    ctype = headers.get("content-type", "")
-    encoding = None if _decodes(response, None) else headers.get("content-encoding")
-    if encoding is None and not _framed(ctype):
-        exchange.body(response.status, body)
-        return
-    watcher = exchange.watch(response.status, ctype, encoding)
-    watcher.feed(body)
-    watcher.end()
-
-
 def _make_request_wrapper(original: Callable, parse_url) -> Callable:
     def _make_request(self, conn, method, url, *args, **kwargs):
         if method.upper() != "POST":  # recognise() reads POSTs only: skip the URL work
@@ -115,6 +93,11 @@ def _make_request_wrapper(original: Callable, parse_url) -> Callable:
             exchange = None
         if exchange is None:
             return original(self, conn, method, url, *args, **kwargs)
+        # urlopen passes these by keyword. A preloaded body is read here rather than in
+        # the response's constructor, so that it goes through the watched read: a body
+        # cut short is seen as far as it came, with the status that came before it.
+        preload = kwargs.get("preload_content", True)
+        kwargs["preload_content"] = False
         try:
             response = original(self, conn, method, url, *args, **kwargs)
         except BaseException as exc:
@@ -122,10 +105,9 @@ def _make_request_wrapper(original: Callable, parse_url) -> Callable:
             raise
         finally:
             exchange.leave()
-        try:
-            _observe(exchange, response)
-        except Exception as exc:
-            contained("response", exc)
+        setattr(response, _STATE, _Observed(exchange))
+        if preload:
+            response.read(decode_content=kwargs.get("decode_content", True), cache_content=True)
         return response
     return _make_request
 

@@ -55,6 +55,7 @@ class CellHooks:
                 return
             _, previous = self._running.pop()
             if previous is not None:
+                session.scope.ended = True  # threads it left running now make background calls
                 session.scope = previous
         except Exception as exc:
             _hook_failed(exc)

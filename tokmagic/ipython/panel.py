@@ -6,7 +6,7 @@ some VS Code setups) shows the numbers instead of a blank or an error."""
 from __future__ import annotations
 
 import importlib.util
-import uuid
+import os
 from typing import TYPE_CHECKING, Any
 
 from IPython.display import display, update_display
@@ -80,7 +80,7 @@ class LivePanel:
     def __init__(self, shell: InteractiveShell, monitor: Monitor = session, widgets: bool | None = None,
                  interval: float = 1 / UPDATES_PER_S) -> None:
         self.shell = shell
-        self.display_id = f"tokmagic-panel-{uuid.uuid4().hex}"
+        self.display_id = f"tokmagic-panel-{os.urandom(8).hex()}"
         use_widgets = widgets_usable(shell) if widgets is None else widgets
         self.widget = _build_widget() if use_widgets else None
         self.live = self.widget is not None or in_kernel(shell)

@@ -5,7 +5,7 @@ first, with one C-level suffix test, before anything else."""
 from __future__ import annotations
 
 from .. import providers
-from . import gemini, ollama
+from . import cohere, gemini, ollama
 from .anthropic import MESSAGES
 from .base import Protocol, Reading, StreamReader
 from .openai import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES
@@ -19,10 +19,16 @@ _ENDINGS: dict[str, Protocol] = {
     "/v1/messages": MESSAGES,
     ":generateContent": gemini.GENERATE,
     ":streamGenerateContent": gemini.GENERATE,
+    ":embedContent": gemini.EMBED,
+    ":batchEmbedContents": gemini.EMBED,
     "/api/chat": ollama.CHAT,
     "/api/generate": ollama.GENERATE,
     "/api/embed": ollama.EMBED,
     "/api/embeddings": ollama.EMBED,
+    "/v2/chat": cohere.CHAT,
+    "/v1/chat": cohere.CHAT,
+    "/v2/embed": cohere.EMBED,
+    "/v1/embed": cohere.EMBED,
 }
 _SUFFIXES = tuple(_ENDINGS)
 #: Longest ending first, so "/api/embeddings" is not taken for OpenAI's "/embeddings".

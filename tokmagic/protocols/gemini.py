@@ -1,7 +1,7 @@
-"""Google's Gemini API (generateContent, streamGenerateContent), as the google-genai SDK
-and Vertex AI speak it. Its candidatesTokenCount excludes thinking, which is billed as
-output, so thoughts are added to output here; promptTokenCount already includes cached
-content."""
+"""Google's Gemini API (generateContent, streamGenerateContent, embedContent,
+batchEmbedContents), as the google-genai SDK and Vertex AI speak it. Its
+candidatesTokenCount excludes thinking, which is billed as output, so thoughts are added
+to output here; promptTokenCount already includes cached content."""
 from __future__ import annotations
 
 import json
@@ -47,8 +47,29 @@ class GenerateStream(StreamReader):
         _read_chunk(loads(data), self.reading)
 
 
-class Generate(Protocol):
-    vendor, api = "google", "generate_content"
+def _texts(contents: list) -> tuple[list[str], bool]:
+    """The text parts of Gemini ``contents``, and whether every part was text (inline
+    images and files have no local rule)."""
+    texts, whole = [], True
+    for content in contents:
+        for part in (content.get("parts") or ()) if isinstance(content, dict) else ():
+            if isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            else:
+                whole = False
+    return texts, whole
+
+
+class _Gemini(Protocol):
+    vendor = "google"
+
+    def path_model(self, path: str) -> str | None:
+        m = _MODEL_IN_PATH.search(path)
+        return m.group(1) if m else None
+
+
+class Generate(_Gemini):
+    api = "generate_content"
 
     def read_body(self, body: Any) -> Reading | None:
         chunks = body if isinstance(body, list) else [body]  # a stream without alt=sse is one array
@@ -65,24 +86,36 @@ class Generate(Protocol):
     def stream_reader(self) -> StreamReader:
         return GenerateStream()
 
-    def path_model(self, path: str) -> str | None:
-        m = _MODEL_IN_PATH.search(path)
-        return m.group(1) if m else None
-
     def estimate_input(self, request: dict, count) -> tuple[int, bool]:
-        n, whole = 0, True
         contents = list(request.get("contents") or [])
         if request.get("systemInstruction"):
             contents.append(request["systemInstruction"])
-        for content in contents:
-            for part in (content.get("parts") or ()) if isinstance(content, dict) else ():
-                if isinstance(part.get("text"), str):
-                    n += count(part["text"])
-                else:
-                    whole = False  # inline images, files: no local rule
+        texts, whole = _texts(contents)
+        n = sum(count(t) for t in texts)
         if request.get("tools"):
             n += count(json.dumps(request["tools"]))
         return n, whole
 
 
-GENERATE = Generate()
+class Embed(_Gemini):
+    """Embeddings: input only. The Gemini API may report no usage for them, so the input
+    is then estimated from the texts sent (one ``content``, or a batch of ``requests``)."""
+
+    api = "embed_content"
+
+    def read_body(self, body: Any) -> Reading | None:
+        if not isinstance(body, dict):
+            return None
+        return Reading(usage=gemini_usage(body.get("usageMetadata")), complete=True)
+
+    def stream_reader(self) -> StreamReader:  # embeddings never stream
+        return GenerateStream()
+
+    def estimate_input(self, request: dict, count) -> tuple[int, bool]:
+        batch = request.get("requests")
+        items = batch if isinstance(batch, list) else [request]
+        texts, whole = _texts([item.get("content") for item in items if isinstance(item, dict)])
+        return sum(count(t) for t in texts), whole
+
+
+GENERATE, EMBED = Generate(), Embed()

@@ -1,0 +1,118 @@
+"""Drive the real google-genai SDK through a recorded Gemini case, as user code would:
+``generate_content``, ``generate_content_stream`` and ``embed_content``, sync and async
+(``client.aio``), for the Gemini API and Vertex AI.
+
+google-genai sends sync calls through httpx2 and async ones through aiohttp when it is
+installed (as here), else httpx2. Mode "async" pins httpx2 (a transport in
+``async_client_args`` does that), so it can be routed to the real host; mode
+"async-aiohttp" is the SDK's default, aimed at the replay server itself."""
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import google.auth.credentials
+import httpx2
+from google import genai
+from google.genai import errors, types
+
+from .sdk import HOSTS, AsyncRouteTransport, RouteTransport, Seen, dump, raised
+
+_PATH = re.compile(r"^/(v[^/]+)/(?:projects/([^/]+)/locations/([^/]+)/publishers/google/)?models/([^/:]+):(\w+)$")
+#: Request fields that google-genai takes in its config rather than as arguments.
+_CONFIG_FIELDS = ("systemInstruction", "tools", "toolConfig", "safetySettings", "cachedContent")
+
+
+class StandInCredentials(google.auth.credentials.Credentials):
+    """Vertex AI needs Google credentials to put a bearer token on its requests; the
+    replay server checks none, so a token that is never sent anywhere else does."""
+
+    def refresh(self, request) -> None:
+        self.token = "test-token"
+
+
+def make_client(case: dict, base: str, *, routed: bool, aiohttp: bool) -> genai.Client:
+    """The client a user would build: Gemini API with an API key, or Vertex AI with a
+    project and location (the recorded path's), aimed at the provider's real host and
+    routed to ``base`` unless ``routed`` is False or the async calls go through aiohttp."""
+    version, project, location, _, _ = _PATH.match(case["request"]["path"]).groups()
+    routed = routed and not aiohttp
+    options: dict[str, Any] = {"base_url": f"https://{HOSTS[case['provider']]}" if routed else base,
+                               "api_version": version, "headers": {"X-Replay-Case": case["id"]}}
+    if routed:
+        options["client_args"] = {"transport": RouteTransport(base)}
+    if not aiohttp:
+        options["async_client_args"] = {"transport": AsyncRouteTransport(base) if routed
+                                        else httpx2.AsyncHTTPTransport()}
+    http_options = types.HttpOptions(**options)
+    if project:
+        return genai.Client(vertexai=True, project=project, location=location,
+                            credentials=StandInCredentials(), http_options=http_options)
+    return genai.Client(api_key="test-key", http_options=http_options)
+
+
+def call(case: dict) -> tuple[str, dict]:
+    """The SDK method (generate_content, generate_content_stream or embed_content) and
+    its arguments that send the recorded request."""
+    *_, model, method = _PATH.match(case["request"]["path"]).groups()
+    body = case["request"]["body"]
+    if method == "batchEmbedContents":
+        requests = body["requests"]
+        return "embed_content", {"model": model, "contents": [r["content"] for r in requests],
+                                 "config": {"task_type": requests[0].get("taskType")}}
+    config = {**body.get("generationConfig", {}), **{k: body[k] for k in _CONFIG_FIELDS if k in body}}
+    name = "generate_content_stream" if method == "streamGenerateContent" else "generate_content"
+    return name, {"model": model, "contents": body["contents"],
+                  "config": types.GenerateContentConfig.model_validate(config)}
+
+
+def _dump(obj) -> Any:
+    """What user code got, without the replay server's Date header (a clock, not part of
+    the exchange)."""
+    data = dump(obj)
+    ((data.get("sdk_http_response") or {}).get("headers") or {}).pop("date", None)
+    return data
+
+
+def _raised(exc: Exception, events: list) -> Seen:
+    if isinstance(exc, errors.APIError):
+        return raised(exc, [*events, exc.details], status_code=exc.code)
+    return raised(exc, events)
+
+
+def _run_sync(case: dict, base: str, routed: bool) -> Seen:
+    name, kwargs = call(case)
+    events: list = []
+    with make_client(case, base, routed=routed, aiohttp=False) as client:
+        try:
+            result = getattr(client.models, name)(**kwargs)
+            if name != "generate_content_stream":
+                return Seen("response", _dump(result))
+            for chunk in result:
+                events.append(_dump(chunk))
+            return Seen("stream", events)
+        except Exception as exc:  # what user code would see
+            return _raised(exc, events)
+
+
+async def _run_async(case: dict, base: str, routed: bool, aiohttp: bool) -> Seen:
+    name, kwargs = call(case)
+    events: list = []
+    async with make_client(case, base, routed=routed, aiohttp=aiohttp).aio as client:
+        try:
+            result = await getattr(client.models, name)(**kwargs)
+            if name != "generate_content_stream":
+                return Seen("response", _dump(result))
+            async for chunk in result:
+                events.append(_dump(chunk))
+            return Seen("stream", events)
+        except Exception as exc:
+            return _raised(exc, events)
+
+
+def run(case: dict, base: str, mode: str, routed: bool = True) -> Seen:
+    """``mode``: "sync", "async" (httpx2) or "async-aiohttp"."""
+    if mode == "sync":
+        return _run_sync(case, base, routed)
+    return asyncio.run(_run_async(case, base, routed, aiohttp=mode == "async-aiohttp"))

@@ -1,0 +1,122 @@
+"""Cohere's own API: Chat and Embed, v2 (``cohere.ClientV2``) and v1 (``cohere.Client``).
+
+Cohere reports two sets of counts, and tokmagic prefers ``billed_units``:
+
+* ``billed_units.{input_tokens,output_tokens}`` are what Cohere charges for, and prices
+  are quoted per billed token, so a cost computed from them is the one on the invoice.
+* ``tokens.{input_tokens,output_tokens}`` are what the model processed, which includes
+  the prompt template and special tokens Cohere wraps around the caller's messages
+  (not billed); pricing them would overstate the cost, by a lot for short prompts.
+
+``tokens`` is read only when a response carries no ``billed_units``. ``cached_tokens``
+is counted on the ``tokens`` scale, so it cannot be taken as a part of the billed input
+and is not read. Responses do not name the model: it is the request's.
+
+v2 chat answers carry ``usage``; v1 answers and embeddings carry ``meta``. v2 streams are
+Server-Sent Events whose ``message-end`` event carries ``delta.usage``."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..records import Usage
+from .base import Protocol, Reading, StreamReader, as_int, loads
+
+
+def cohere_usage(u: Any) -> Usage | None:
+    """Usage from a v2 ``usage`` or a v1 / embed ``meta`` object."""
+    if not isinstance(u, dict):
+        return None
+    counts = u.get("billed_units") if isinstance(u.get("billed_units"), dict) else u.get("tokens")
+    if not isinstance(counts, dict):
+        return None
+    return Usage(input_tokens=as_int(counts.get("input_tokens")),
+                 output_tokens=as_int(counts.get("output_tokens")))
+
+
+def _calls_text(calls: Any, out: list[str]) -> None:
+    """Tool calls are output tokens too: their names and arguments."""
+    for call in calls if isinstance(calls, list) else [calls] if isinstance(calls, dict) else ():
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict):
+            out.extend(v for v in (fn.get("name"), fn.get("arguments")) if isinstance(v, str))
+
+
+def _message_text(message: Any, out: list[str]) -> None:
+    """The output of a v2 message (whole, or one stream delta's ``message``)."""
+    if not isinstance(message, dict):
+        return
+    content = message.get("content")
+    for part in content if isinstance(content, list) else [content]:
+        if isinstance(part, dict):
+            out.extend(v for v in (part.get("text"), part.get("thinking")) if isinstance(v, str))
+    if isinstance(message.get("tool_plan"), str):
+        out.append(message["tool_plan"])
+    _calls_text(message.get("tool_calls"), out)
+
+
+class ChatStream(StreamReader):
+    """A v2 chat stream: text in ``content-delta`` (and tool events), the counts and the
+    end in ``message-end``."""
+
+    def event(self, name: str | None, data: str) -> None:
+        if data.startswith("[DONE]"):
+            return
+        event = loads(data)
+        if not isinstance(event, dict):
+            return
+        r = self.reading
+        delta = event.get("delta") if isinstance(event.get("delta"), dict) else {}
+        _message_text(delta.get("message"), r.output_text)
+        if (event.get("type") or name) == "message-end":
+            r.complete = True
+            r.usage = cohere_usage(delta.get("usage"))
+            if delta.get("error"):
+                r.error = str(delta["error"])
+
+
+class Chat(Protocol):
+    vendor, api = "cohere", "chat"
+
+    def read_body(self, body: Any) -> Reading | None:
+        if not isinstance(body, dict):
+            return None
+        r = Reading(usage=cohere_usage(body.get("usage") or body.get("meta")), complete=True)
+        if r.usage is None:
+            _message_text(body.get("message"), r.output_text)
+            if isinstance(body.get("text"), str):  # v1
+                r.output_text.append(body["text"])
+        return r
+
+    def stream_reader(self) -> StreamReader:
+        return ChatStream()
+
+    def estimate_input(self, request: dict, count) -> tuple[int, bool]:
+        texts = [request.get("message"), request.get("preamble")]  # v1
+        for msg in request.get("messages") or request.get("chat_history") or ():
+            content = msg.get("content", msg.get("message")) if isinstance(msg, dict) else None
+            parts = content if isinstance(content, list) else [content]
+            texts += [p.get("text") if isinstance(p, dict) else p for p in parts]
+        return sum(count(t) for t in texts if isinstance(t, str)), True
+
+
+class Embed(Protocol):
+    """Embeddings: input only, counted in ``meta``."""
+
+    vendor, api = "cohere", "embed"
+
+    def read_body(self, body: Any) -> Reading | None:
+        if not isinstance(body, dict):
+            return None
+        return Reading(usage=cohere_usage(body.get("meta")), complete=True)
+
+    def stream_reader(self) -> StreamReader:  # embeddings never stream
+        return ChatStream()
+
+    def estimate_input(self, request: dict, count) -> tuple[int, bool]:
+        """The ``texts``; images and mixed ``inputs`` have no local rule."""
+        texts = request.get("texts") or []
+        return (sum(count(t) for t in texts if isinstance(t, str)),
+                not (request.get("images") or request.get("inputs")))
+
+
+CHAT, EMBED = Chat(), Embed()
