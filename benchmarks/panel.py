@@ -17,9 +17,10 @@ flood of calls causes.
    whoever reads a record first pays it once. Each row shows µs per call and the ratio
    to the same recording without a panel.
 2. A flood: worker threads record calls for a few seconds while a live widget panel
-   redraws, once at a heavy but plausible 2,000 calls/s and once as fast as they can. Each widget's comm ``send`` is wrapped to count the
-   messages and their JSON bytes. Outside a kernel the comm is ipywidgets' DummyComm, so
-   the count is what a kernel would send; the ZeroMQ send itself is not timed.
+   redraws, once at a heavy but plausible 2,000 calls/s and once as fast as they can.
+   Each widget's comm ``send`` is wrapped to count the messages and their JSON bytes.
+   Outside a kernel the comm is ipywidgets' DummyComm, so the count is what a kernel
+   would send; the ZeroMQ send itself is not timed.
 
 Numbers from a busy 2-core machine move by tens of percent between runs; read them as
 magnitudes. The script exits 0 whatever they are.
@@ -250,7 +251,8 @@ def main() -> int:
     threads, target = 4, SECTIONS * (UPDATES_PER_S + 1)
     print(f"\nflood: {threads} threads for {seconds:.1f} s each, live widget panel; "
           f"target: at most {target} comm msgs/s ({SECTIONS} sections x {UPDATES_PER_S + 1} redraws)")
-    print(f"{'flood':<14}{'calls/s':>10}{'redraws/s':>11}{'comm msgs/s':>13}{'msgs/redraw':>13}{'KB/s':>8}{'verdict':>9}")
+    print(f"{'flood':<14}{'calls/s':>10}{'redraws/s':>11}{'comm msgs/s':>13}{'msgs/redraw':>13}"
+          f"{'KB/s':>8}{'verdict':>9}")
     for label, rate in (("2,000 calls/s", 2000.0), ("flat out", None)):
         r = flood(seconds, threads, rate)
         verdict = "PASS" if r["messages_per_s"] <= target else "FAIL"

@@ -1,5 +1,5 @@
-"""Shared fixtures: the corpus replay server on 127.0.0.1, tiktoken's offline cache, and
-a clean, installed capture for every test."""
+"""Shared fixtures: the corpus replay server on 127.0.0.1, tiktoken's offline cache, a
+clean, installed capture for every test, and an IPython shell with tokmagic loaded."""
 from __future__ import annotations
 
 import json
@@ -87,3 +87,36 @@ def captured():
     session.reset()
     yield session
     session.reset()
+
+
+#: Run in the ``ip`` shell: an openai client on the replay server, and two helpers.
+SHELL_SETUP = """\
+from openai import OpenAI
+client = OpenAI(base_url=BASE + "/v1", api_key="test", max_retries=0)
+
+def chat(case, **kw):
+    return client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"X-Replay-Case": case}, **kw)
+
+def stream(case):
+    return list(chat(case, stream=True, stream_options={"include_usage": True}))
+"""
+
+
+@pytest.fixture
+def ip(replay):
+    """A fresh shell, history off, tokmagic loaded, the SDK client defined."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    InteractiveShell.clear_instance()
+    config = Config()
+    config.HistoryManager.enabled = False
+    shell = InteractiveShell.instance(config=config)
+    shell.run_line_magic("load_ext", "tokmagic")
+    shell.user_ns["BASE"] = replay
+    shell.run_cell(SHELL_SETUP, store_history=True).raise_error()
+    yield shell
+    shell.run_line_magic("unload_ext", "tokmagic")
+    InteractiveShell.clear_instance()

@@ -33,9 +33,9 @@ HOSTS = {
 }
 OPENAI_APIS = {"chat": "/chat/completions", "completions": "/completions",
                "responses": "/responses", "embeddings": "/embeddings"}
-#: Modes that cannot be routed (aiohttp has no pluggable transport): the SDK is aimed at
-#: the replay server itself, so tokmagic sees a local host.
-DIRECT_MODES = ("async-aiohttp",)
+#: Modes whose calls go through aiohttp. It has no pluggable transport, so they cannot be
+#: routed: the SDK is aimed at the replay server itself, and tokmagic sees a local host.
+AIOHTTP_MODES = ("async-aiohttp",)
 
 
 def sdk_of(case: dict) -> str | None:
@@ -68,7 +68,7 @@ def is_stream(case: dict) -> bool:
 def recorded_host(case: dict, mode: str, base: str) -> str:
     """The host tokmagic records for a call made in ``mode``: the provider's own, or the
     replay server's where the call cannot be routed."""
-    return urllib.parse.urlsplit(base).netloc if mode in DIRECT_MODES else HOSTS[case["provider"]]
+    return urllib.parse.urlsplit(base).netloc if mode in AIOHTTP_MODES else HOSTS[case["provider"]]
 
 
 def status_errors() -> tuple[type, ...]:

@@ -129,5 +129,6 @@ def test_bad_kind_or_grouping_is_one_sentence(df, call, message):
 
 
 def test_a_frame_without_usage_columns_is_refused():
-    with pytest.raises(ValueError, match=r"^the frame has no 'cost_usd' column; chart a frame from tokmagic.usage\(\)\.$"):
+    with pytest.raises(ValueError) as err:
         tokmagic.chart(pd.DataFrame({"time": []}), kind="cost")
+    assert str(err.value) == "the frame has no 'cost_usd' column; chart a frame from tokmagic.usage()."

@@ -11,9 +11,7 @@ import httpx2
 import pandas as pd
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
-from traitlets.config import Config
 
 import tokmagic
 from tokmagic import warn
@@ -25,35 +23,6 @@ from tokmagic.records import Scope
 BASIC = ("openai-chat-basic", 15, 19)
 STREAM = ("openai-chat-stream-include-usage", 53, 15)
 STREAM2 = ("openai-chat-stream-include-usage-2", 78, 9)
-
-SETUP = """\
-from openai import OpenAI
-client = OpenAI(base_url=BASE + "/v1", api_key="test", max_retries=0)
-
-def chat(case, **kw):
-    return client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
-        extra_headers={"X-Replay-Case": case}, **kw)
-
-def stream(case):
-    return list(chat(case, stream=True, stream_options={"include_usage": True}))
-"""
-
-
-@pytest.fixture
-def ip(replay):
-    """A fresh shell, history off, tokmagic loaded, the SDK client defined."""
-    InteractiveShell.clear_instance()
-    config = Config()
-    config.HistoryManager.enabled = False
-    shell = InteractiveShell.instance(config=config)
-    shell.run_line_magic("load_ext", "tokmagic")
-    shell.user_ns["BASE"] = replay
-    run(shell, SETUP)
-    yield shell
-    shell.run_line_magic("unload_ext", "tokmagic")
-    InteractiveShell.clear_instance()
-
 
 def run(ip, code: str, **kw):
     """Run a cell as a notebook does, failing the test with the cell's own error."""

@@ -14,7 +14,7 @@ import tokmagic
 from tokmagic.ipython import panel
 from tokmagic.monitor import session
 
-from .test_ipython import ip, run  # noqa: F401  (ip is a fixture)
+from .test_ipython import run
 
 VIEW = "application/vnd.jupyter.widget-view+json"
 BASIC_CALL = "r = chat('openai-chat-basic')"  # 15 input / 19 output tokens

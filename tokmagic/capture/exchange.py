@@ -33,6 +33,7 @@ def contained(what: str, exc: BaseException) -> None:
 
 
 _call_numbers = itertools.count(1)
+_last_call: ContextVar[str | None] = ContextVar("tokmagic_last_call", default=None)
 #: Request headers by which SDKs mark the attempts of one logical call: the idempotency
 #: key the Stainless SDKs (openai, anthropic) keep across retries, and botocore's ids.
 _CALL_ID_HEADERS = (b"idempotency-key", b"amz-sdk-invocation-id")
@@ -54,7 +55,13 @@ def retry_identity(headers: Iterable[tuple[Any, Any]]) -> tuple[str, int]:
         number = value.rpartition("attempt=")[2].partition(";")[0].strip()  # "attempt=2; max=3"
         if number.isdigit():
             attempt = int(number) + (name == b"x-stainless-retry-count")  # that one counts retries
-    return call_id or f"call-{next(_call_numbers)}", attempt
+    if call_id is None:
+        # SDKs retry in the context that made the first attempt: a retry without an id
+        # header continues the call this context made last
+        call_id = _last_call.get() if attempt > 1 else None
+        call_id = call_id or f"call-{next(_call_numbers)}"
+    _last_call.set(call_id)
+    return call_id, attempt
 
 
 class Exchange:

@@ -61,6 +61,13 @@ class _Watched:
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
+    def __del__(self) -> None:
+        # a response dropped before its body was read (a stream never iterated) is still
+        # one call: recorded as interrupted, with what the request says
+        watcher = self.__dict__.get("_watcher")
+        if watcher is not None and not watcher.exchange.done:
+            watcher.closed()
+
 
 class _WatchedSync(_Watched):
     def __iter__(self):
