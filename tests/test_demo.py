@@ -21,7 +21,7 @@ openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
 
 CHAT = "gpt-4o-mini"
-CLAUDE = "claude-3-5-haiku-20241022"
+CLAUDE = "claude-haiku-4-5-20251001"
 HELLO = [{"role": "user", "content": "Hello"}]
 
 
@@ -163,7 +163,7 @@ def _chunks(sock: socket.socket) -> list[bytes]:
 
 
 def test_one_sse_event_per_chunk_on_a_kept_alive_connection(base, turns):
-    body = b'{"model": "claude-3-5-haiku-20241022", "max_tokens": 9, "stream": true, "messages": []}'
+    body = b'{"model": "claude-haiku-4-5-20251001", "max_tokens": 9, "stream": true, "messages": []}'
     request = (b"POST /v1/messages HTTP/1.1\r\nHost: demo\r\nContent-Type: application/json\r\n"
                b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     host, port = base.removeprefix("http://").split(":")

@@ -100,7 +100,9 @@ def test_runs_in_demo_mode_without_errors(executed):
     outputs = [o for cell in code_cells(nb) for o in cell.outputs]
     assert not [o for o in outputs if o["output_type"] == "error"]
     assert not [o["text"] for o in outputs if o.get("name") == "stderr"]
-    assert "DEMO MODE: replaying tokmagic's recorded demo responses" in text_of(code_cells(nb)[1])
+    setup = text_of(code_cells(nb)[1])
+    assert "OpenAI DEMO MODE: replaying tokmagic's recorded demo responses" in setup
+    assert "Anthropic DEMO MODE" in setup
 
 
 def test_every_call_recorded_with_the_demo_usage(executed):
