@@ -4,7 +4,9 @@ flood of calls causes.
 
     python benchmarks/panel.py [--quick]
 
-1. Cost per recorded call, wall time, best of several alternating repeats in one process:
+1. Cost per recorded call: CPU time of the whole process (every thread, so the redraw
+   thread's work counts; other processes on a busy machine do not), best of several
+   alternating repeats:
    * ``session.add`` alone, with the panel's listener only (no redraws), and with a live
      widget panel whose redraw thread reads and draws while the calls land;
    * a whole openai chat call through capture (httpx2 MockTransport, no sockets), without
@@ -22,8 +24,8 @@ flood of calls causes.
    Outside a kernel the comm is ipywidgets' DummyComm, so the count is what a kernel
    would send; the ZeroMQ send itself is not timed.
 
-Numbers from a busy 2-core machine move by tens of percent between runs; read them as
-magnitudes. The script exits 0 whatever they are.
+Read the numbers as magnitudes: they move between runs. The script exits 0 whatever
+they are.
 """
 from __future__ import annotations
 
@@ -47,6 +49,8 @@ from tokmagic.ipython.panel_state import UPDATES_PER_S, LiveUpdates  # noqa: E40
 from tokmagic.monitor import session  # noqa: E402
 from tokmagic.records import CallRecord, Usage  # noqa: E402
 
+#: CPU seconds of this process, all threads included.
+_cpu = time.process_time
 #: The widget sections a redraw may change (totals, last call, marks).
 SECTIONS = 3
 #: The model of every measured call, priced by hand (a dictionary lookup).
@@ -99,11 +103,11 @@ def add_calls(n: int, with_panel: str | None) -> Callable[[], float]:
             session.subscribe(listener.notify)
         elif with_panel == "widget":
             panel = live_widget_panel()
-        started = time.perf_counter()
+        started = _cpu()
         for record in batch:
             session.add(record)
         session.records()
-        elapsed = time.perf_counter() - started
+        elapsed = _cpu() - started
         if listener is not None:
             session.unsubscribe(listener.notify)
         if panel is not None:
@@ -124,11 +128,11 @@ def sdk_calls(n: int, with_panel: bool) -> Callable[[], float]:
     def run() -> float:
         session.reset()
         panel = live_widget_panel() if with_panel else None
-        started = time.perf_counter()
+        started = _cpu()
         for _ in range(n):
             client.chat.completions.create(model=MODEL, messages=messages)
         session.records()
-        elapsed = time.perf_counter() - started
+        elapsed = _cpu() - started
         if panel is not None:
             panel.close()
         return elapsed / n
@@ -142,10 +146,10 @@ def notify_alone(n: int) -> Callable[[], float]:
 
     def run() -> float:
         notify = updates.notify
-        started = time.perf_counter()
+        started = _cpu()
         for _ in range(n):
             notify(record)
-        return (time.perf_counter() - started) / n
+        return (_cpu() - started) / n
     return run
 
 
@@ -154,9 +158,9 @@ def pricing(n: int) -> Callable[[], float]:
         session.reset()
         for record in records(n, LOOKED_UP):
             session.add(record)
-        started = time.perf_counter()
+        started = _cpu()
         session.records()
-        return (time.perf_counter() - started) / n
+        return (_cpu() - started) / n
     return run
 
 
@@ -241,7 +245,7 @@ def main() -> int:
     tokmagic.set_price(MODEL, input=0.15, output=0.6)
     n_add, n_sdk, repeats, seconds = (5_000, 200, 2, 1.5) if args.quick else (50_000, 2_000, 5, 5.0)
 
-    print(f"tokmagic live panel, {UPDATES_PER_S} redraws/s at most; wall time, best of {repeats}")
+    print(f"tokmagic live panel, {UPDATES_PER_S} redraws/s at most; process CPU time, best of {repeats}")
     print(f"\n{'cost per recorded call':<44}{'µs/call':>10}{'added µs':>10}{'vs no panel':>13}")
     for label, per_call, bare in cost_table(n_add, n_sdk, repeats):
         added = "-" if bare is None else f"{(per_call - bare) * 1e6:.2f}"

@@ -45,12 +45,14 @@ def sdk_of(case: dict) -> str | None:
     provider, api = case["provider"], case["api"]
     if provider == "anthropic" and api == "messages":
         return "anthropic"
+    if provider == "cohere":  # its own API, whose "chat" is not OpenAI's
+        return "cohere"
     if provider in HOSTS and api in OPENAI_APIS:
         return "openai"
     if provider.startswith("google"):
         return "google-genai"
-    if provider in ("ollama", "cohere"):
-        return provider
+    if provider == "ollama":
+        return "ollama"
     return None
 
 

@@ -71,7 +71,9 @@ def _dump(obj) -> Any:
     """What user code got, without the replay server's Date header (a clock, not part of
     the exchange)."""
     data = dump(obj)
-    ((data.get("sdk_http_response") or {}).get("headers") or {}).pop("date", None)
+    http = data.get("sdk_http_response") or {}
+    if http.get("headers"):  # spelt "date" by httpx2, "Date" by aiohttp
+        http["headers"] = {k: v for k, v in http["headers"].items() if k.lower() != "date"}
     return data
 
 

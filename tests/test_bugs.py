@@ -429,6 +429,207 @@ def _response_model(case: dict) -> str:
     return re.search(r'"model"\s*:\s*"([^"]+)"', resp["sse"]).group(1)
 
 
+# -- 08 azure-model-name-ambiguous ----------------------------------------------------
+
+@pytest.fixture
+def fresh_warnings(monkeypatch):
+    """Warnings given once per kind are given again in this test."""
+    monkeypatch.setattr(tokmagic.warn, "_seen", set())
+
+
+def deployment_warnings(caught) -> list[str]:
+    return [str(w.message) for w in caught
+            if issubclass(w.category, TokmagicWarning) and "set_deployment" in str(w.message)]
+
+
+def read_records(n: int) -> tuple[list, list[str]]:
+    """The session's records, priced now, and the set_deployment warnings pricing gave."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = records(n)
+    return got, deployment_warnings(caught)
+
+
+def _08_prompt(bug: dict) -> str:
+    return bug["exchanges"][0]["request"]["body"]["messages"][0]["content"]
+
+
+def _08_stream_case(bug: dict) -> dict:
+    """Bug 08's answer as Azure streams it: a first chunk with no model and the prompt
+    filter results, content chunks naming the family only, then the usage chunk."""
+    body = bug["exchanges"][0]["response"]["body"]
+    head = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"]}
+    text = body["choices"][0]["message"]["content"]
+    chunks = [{"id": "", "object": "", "created": 0, "model": "", "choices": [],
+               "prompt_filter_results": body["prompt_filter_results"]}]
+    chunks += [{**head, "model": body["model"], "choices": [{"index": 0, "delta": {"content": part},
+                                                             "finish_reason": None}]}
+               for part in (text[:10], text[10:])]
+    chunks.append({**head, "model": body["model"], "choices": [], "usage": body["usage"]})
+    sse = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    request = copy.deepcopy(bug["exchanges"][0]["request"])
+    request["body"].update(stream=True, stream_options={"include_usage": True})
+    return {"id": "08-stream", "provider": "azure", "api": "chat", "request": request,
+            "response": {"status": 200, "headers": {"content-type": "text/event-stream"},
+                         "body": None, "sse": sse, "stream_format": "sse"}}
+
+
+def _08_call(variant: str, base: str, prompt: str):
+    """The bug's call to deployment gpt4-turbo-eval, made as ``variant``; returns what the
+    user's code gets back, as plain data."""
+    import openai
+
+    deployment = "gpt4-turbo-eval"
+    messages = [{"role": "user", "content": prompt}]
+    common = {"azure_endpoint": base, "api_key": "test-key", "api_version": "2024-02-01",
+              "default_headers": {"X-Replay-Case": f"08-{variant}"}}
+    if variant == "async":
+        async def go():
+            async with openai.AsyncAzureOpenAI(**common) as client:
+                return (await client.chat.completions.create(model=deployment, messages=messages)).model_dump()
+        return asyncio.run(go())
+    if variant == "stream":
+        with openai.AzureOpenAI(**common) as client:
+            return [c.model_dump() for c in client.chat.completions.create(
+                model=deployment, messages=messages, stream=True, stream_options={"include_usage": True})]
+    if variant == "langchain":  # the bug report's own framework
+        from langchain_openai import AzureChatOpenAI
+
+        llm = AzureChatOpenAI(azure_deployment=deployment, **common)
+        message = llm.invoke(prompt)
+        return message.content, message.usage_metadata, message.response_metadata
+    with openai.AzureOpenAI(**common) as client:  # "no-model": the response names none
+        return client.chat.completions.create(model=deployment, messages=messages).model_dump()
+
+
+def _08_cases(bug: dict) -> list[dict]:
+    whole = bug_cases(bug)[0]
+    no_model = copy.deepcopy(whole)
+    no_model["response"]["body"].pop("model")
+    return [{**whole, "id": "08-async"}, {**whole, "id": "08-langchain"}, _08_stream_case(bug),
+            {**no_model, "id": "08-no-model"}]
+
+
+def _assert_08_record(bug: dict, r) -> None:
+    exp = bug["expected"]["per_call"][0]
+    assert r.provider == exp["provider"] and r.deployment == exp["deployment"]
+    assert (r.usage.input_tokens, r.usage.output_tokens) == (exp["input_tokens"], exp["output_tokens"])
+    assert r.estimated is exp["estimated"] is False and r.status == "ok"
+    row = tokmagic.usage().iloc[0]
+    assert row["deployment"] == exp["deployment"] and row["model"] == r.model
+
+
+def test_08_mapped_deployment_is_priced_as_its_model(serve_cases, fixture_prices, fresh_warnings):
+    bug = load_bug("08")
+    base = serve_cases(bug_cases(bug))
+    fixture_prices(bug)
+    (_, printed_off), (_, printed_on) = without_then_with(
+        lambda: run_user_code(bug, base, NOTES_PROMPT=_08_prompt(bug)))
+    assert printed_on == printed_off == "Here is a three-point summary: ...\n"
+    tokmagic.set_deployment("gpt4-turbo-eval", "gpt-4-turbo-2024-04-09")  # before the record is priced
+    [r], warned = read_records(1)
+    _assert_08_record(bug, r)
+    assert r.model == bug["expected"]["per_call"][0]["reported_model"]  # what Azure said, kept as said
+    assert r.cost_usd == pytest.approx(bug["expected"]["expected_cost_usd_with_mapping"], rel=1e-9)
+    assert warned == []  # the user named the model: nothing is unverified
+
+
+def test_08_unmapped_family_name_is_priced_with_a_warning(serve_cases, fixture_prices, fresh_warnings):
+    bug = load_bug("08")
+    base = serve_cases(bug_cases(bug))
+    prices = fixture_prices(bug)
+    run_user_code(bug, base, NOTES_PROMPT=_08_prompt(bug))
+    [r], warned = read_records(1)
+    _assert_08_record(bug, r)
+    exp = bug["expected"]["per_call"][0]
+    # priced as the response says, which is all that is known ...
+    assert r.model == exp["reported_model"]
+    assert r.cost_usd == pytest.approx(fixture_cost(prices["gpt-4"], r.usage), rel=1e-12)
+    # ... but must not be silent about it: one warning names the deployment, the reported
+    # model and the way to map it
+    assert len(warned) == 1
+    assert "'gpt4-turbo-eval'" in warned[0] and "'gpt-4'" in warned[0]
+    assert "tokmagic.set_deployment('gpt4-turbo-eval'" in warned[0]
+    # must not: take the deployment name for the model and report $0
+    assert r.model != exp["deployment"] and r.cost_usd > 0
+    # the warning is given once per deployment, not once per call
+    run_user_code(bug, base, NOTES_PROMPT=_08_prompt(bug))
+    _, warned = read_records(2)
+    assert warned == []
+
+
+@pytest.mark.parametrize("mapped", [True, False], ids=["mapped", "unmapped"])
+@pytest.mark.parametrize("variant", ["async", "stream", "langchain", "no-model"])
+def test_08_kind_deployment_variants(serve_cases, fixture_prices, fresh_warnings, variant, mapped):
+    """The same deployment through the async client, a stream (whose first chunk names no
+    model), LangChain's AzureChatOpenAI, and a response naming no model at all."""
+    bug = load_bug("08")
+    base = serve_cases(_08_cases(bug))
+    prices = fixture_prices(bug)
+    off, on = without_then_with(lambda: _08_call(variant, base, _08_prompt(bug)))
+    assert on == off
+    if mapped:
+        tokmagic.set_deployment("gpt4-turbo-eval", "gpt-4-turbo-2024-04-09")
+    [r], warned = read_records(1)
+    _assert_08_record(bug, r)
+    assert r.stream is (variant == "stream")
+    if mapped:
+        assert r.cost_usd == pytest.approx(bug["expected"]["expected_cost_usd_with_mapping"], rel=1e-9)
+        assert warned == []
+    elif variant == "no-model":
+        # all tokmagic has is the deployment name: no price, and never $0
+        assert r.model == "gpt4-turbo-eval" and math.isnan(r.cost_usd)
+        assert len(warned) == 1 and "set_deployment('gpt4-turbo-eval'" in warned[0]
+    else:
+        assert r.model == "gpt-4"
+        assert r.cost_usd == pytest.approx(fixture_cost(prices["gpt-4"], r.usage), rel=1e-12)
+        assert len(warned) == 1 and "'gpt-4'" in warned[0]
+
+
+AZURE_CASES = ["azure-chat-basic", "azure-chat-reasoning", "azure-chat-error-404-deployment",
+               "azure-embeddings-error-401"]
+
+
+@pytest.mark.parametrize("case_id", [*AZURE_CASES, "openai-chat-basic"])
+def test_08_kind_corpus_deployments(replay, fresh_warnings, case_id):
+    """Every recorded Azure call names its deployment; a response naming a dated snapshot
+    is priced as reported, without a warning; any other call has no deployment."""
+    from .expect import genai_cost, inclusive
+
+    case = load_case(case_id)
+    sdk.run(case, replay, "sync")
+    [r], warned = read_records(1)
+    # AzureOpenAI sends ``model`` as the deployment in the path (the embeddings case was
+    # recorded with another deployment, passed to the client instead)
+    assert r.deployment == (case["request"]["body"]["model"] if case["provider"] == "azure" else None)
+    assert tokmagic.usage().iloc[0]["deployment"] == r.deployment
+    assert warned == []
+    if case["response"]["status"] >= 400:
+        assert r.status == "error" and r.cost_usd == 0.0
+    else:
+        assert r.model == case["expected"]["model"]
+        assert r.cost_usd == pytest.approx(genai_cost(r.model, case["provider"], inclusive(case)), rel=1e-12)
+
+
+@pytest.mark.parametrize("case_id", ["azure-chat-basic", "azure-chat-reasoning"])
+def test_08_kind_corpus_mapping_wins(replay, fresh_warnings, case_id):
+    """A mapping is the user's word on what the deployment runs: it prices the call even
+    where the response names another model; the record keeps the reported name."""
+    case = load_case(case_id)
+    deployment = case["request"]["body"]["model"]
+    tokmagic.set_price("acme-negotiated", input=1.0, output=2.0)
+    tokmagic.set_deployment(deployment, "acme-negotiated")
+    try:
+        sdk.run(case, replay, "sync")
+        [r], warned = read_records(1)
+    finally:
+        tokmagic.clear_prices()
+    assert r.model == case["expected"]["model"] and r.deployment == deployment and warned == []
+    assert r.cost_usd == pytest.approx((r.usage.input_tokens * 1.0 + r.usage.output_tokens * 2.0) / 1e6, rel=1e-12)
+
+
 # -- 12 embeddings-not-counted --------------------------------------------------------
 
 def test_12_embeddings_are_counted(serve_cases, fixture_prices):

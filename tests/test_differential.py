@@ -1,8 +1,10 @@
-"""tokmagic changes nothing that user code sees: for every corpus case the SDK can send,
-sync and async, whole, streamed and through Anthropic's stream helper, the objects the
-SDK returns (or the exception it raises) are identical with tokmagic installed and
-uninstalled. The SDKs use their own default HTTP clients here, aimed at the replay
-server. Raw responses keep working too (``elapsed`` included)."""
+"""tokmagic changes nothing that user code sees: for every corpus case, through every
+SDK that sends it (openai, anthropic, google-genai over httpx2 and aiohttp, ollama,
+mistralai), sync and async, whole, streamed and through Anthropic's stream helper, the
+objects the SDK returns (or the exception it raises) are identical with tokmagic
+installed and uninstalled. The SDKs use their own default HTTP clients here, aimed at the
+replay server. Raw responses of openai and anthropic keep working too (``elapsed``
+included)."""
 from __future__ import annotations
 
 import datetime
@@ -16,6 +18,7 @@ from . import sdk
 from .conftest import all_cases
 
 CASES = [c for c in all_cases() if sdk.sdk_of(c)]
+RAW_CASES = [c for c in CASES if sdk.sdk_of(c) in ("openai", "anthropic")]
 
 
 def _both(fn):
@@ -48,7 +51,14 @@ def test_sdk_sees_the_same_objects(replay, case, mode):
         assert on.exc.body == off.exc.body
 
 
-RAW = [pytest.param(c, m, id=f"{c['id']}-{m}") for c in CASES
+def test_every_sdk_is_compared():
+    """The comparison above covers every SDK and both of google-genai's async transports."""
+    assert {sdk.sdk_of(c) for c in CASES} == {"openai", "anthropic", "google-genai", "ollama"}
+    modes = {m for c in CASES for m in sdk.modes(c)}
+    assert {"async-aiohttp", "mistral-sync", "mistral-async"} <= modes
+
+
+RAW = [pytest.param(c, m, id=f"{c['id']}-{m}") for c in RAW_CASES
        for m in ("raw-sync", "raw-async", "streaming-sync", "streaming-async")]
 
 

@@ -255,6 +255,7 @@ def test_an_error_response_released_unread_is_an_error(replay):
     assert [(r.status, r.http_status) for r in records] == [("error", 400), ("error", 400)]
 
 
+@pytest.mark.filterwarnings("ignore:Unclosed:ResourceWarning")
 def test_an_abandoned_aiohttp_response_leaves_no_entry(serve_cases):
     """A response neither read nor closed: its entry goes when it is collected."""
     case = load_case("openai-chat-stream-include-usage")
@@ -271,6 +272,22 @@ def test_an_abandoned_aiohttp_response_leaves_no_entry(serve_cases):
     assert not aiohttp_capture._watched
     (record,) = session.records()
     assert record.status == "interrupted"
+
+
+def test_aiohttp_without_auto_decompress(replay):
+    """The body comes to the caller (and to tokmagic) as sent: tokmagic decodes its copy."""
+    case = load_case("openai-chat-stream-include-usage")
+
+    async def go():
+        url, _, headers = _request(replay, case)
+        async with aiohttp.ClientSession(auto_decompress=False) as s:
+            async with s.post(url, json=case["request"]["body"], headers=headers) as resp:
+                return resp.headers.get("Content-Encoding"), await resp.read()
+    encoding, body = asyncio.run(go())
+    assert (body[:2] == b"\x1f\x8b") is (encoding == "gzip")
+    (record,) = session.records()
+    assert record.status == "ok"
+    assert {f: getattr(record.usage, f) for f in TOKEN_FIELDS} == inclusive(case)
 
 
 # -- what is not an LLM call -------------------------------------------------------

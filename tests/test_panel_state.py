@@ -245,6 +245,7 @@ def test_unpriced_estimated_and_over_budget_are_marked():
     assert "⚠ over budget" in panel_text.marks_html(state)
     state.budget_usd = state.session.cost_usd * 2
     assert not state.over_budget
+    assert Tally(budget_usd=0.0).update(session.records()).over_budget
 
 
 def test_an_empty_session_reads_plainly():

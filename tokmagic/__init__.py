@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Iterator
 from .capture import install, uninstall
 from .interaction import LLMInteractionMonitor
 from .monitor import Monitor, Summary, session
-from .pricing import clear_prices, set_price
+from .pricing import clear_prices, set_deployment, set_price
 from .tokens import count_tokens
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-__all__ = ["usage", "chart", "summary", "track", "reset", "install", "uninstall", "set_price", "clear_prices",
-           "count_tokens", "LLMInteractionMonitor", "Monitor", "Summary", "session",
-           "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["usage", "chart", "summary", "track", "reset", "install", "uninstall", "set_price",
+           "set_deployment", "clear_prices", "count_tokens", "LLMInteractionMonitor", "Monitor",
+           "Summary", "session", "load_ipython_extension", "unload_ipython_extension"]
 
 
 def usage(by: str | None = None) -> "pd.DataFrame":

@@ -35,7 +35,12 @@ class Price:
 
 #: A dated snapshot suffix: a price set for "gpt-4o-mini" also covers "gpt-4o-mini-2024-07-18".
 _SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$")
+#: A model name that pins a snapshot ("gpt-4o-2024-08-06", "gpt-35-turbo-0613",
+#: "gpt-4-1106-preview"), unlike a family name ("gpt-4") that several snapshots answer to.
+_DATED = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4})(?:-|$)")
 _overrides: dict[str, Price] = {}
+#: Azure deployment name -> the model to price its calls as (see set_deployment).
+_deployments: dict[str, str] = {}
 _lock = threading.Lock()
 
 
@@ -48,14 +53,42 @@ def set_price(model: str, input: float, output: float, cached_input: float | Non
         _overrides[model.lower()] = Price(input, output, cached_input, cache_write)
 
 
+def set_deployment(name: str, model: str) -> None:
+    """Price the calls to the Azure OpenAI deployment ``name`` as ``model``, e.g.
+    ``set_deployment("gpt4-turbo-eval", "gpt-4-turbo-2024-04-09")``. Azure's responses may
+    name only the model family ("gpt-4"), whose list price can be far from the snapshot
+    the deployment runs; the deployment's own model is known only to its owner."""
+    with _lock:
+        _deployments[name] = model
+
+
 def clear_prices() -> None:
-    """Forget the prices given with :func:`set_price`."""
+    """Forget the prices given with :func:`set_price` and the deployments named with
+    :func:`set_deployment`."""
     with _lock:
         _overrides.clear()
+        _deployments.clear()
 
 
-def cost_usd(provider: str, model: str | None, usage: Usage) -> float:
-    """The cost of ``usage`` on ``model``; NaN (with one warning) when no price is known."""
+def _deployed_model(deployment: str, reported: str | None) -> str | None:
+    """The model to price a call to ``deployment`` as: the user's mapping, else the model
+    the response named, with one warning when that name does not pin a snapshot."""
+    mapped = _deployments.get(deployment)
+    if mapped:
+        return mapped
+    if reported and reported != deployment and not _DATED.search(reported):
+        warn_once(f"deployment:{deployment}:{reported}", f"tokmagic: Azure deployment {deployment!r} "
+                  f"names its model only as {reported!r}, so its cost at {reported!r} prices may be "
+                  f"wrong; name the model version it runs (shown in the Azure portal) with "
+                  f"tokmagic.set_deployment({deployment!r}, '<model>').")
+    return reported
+
+
+def cost_usd(provider: str, model: str | None, usage: Usage, deployment: str | None = None) -> float:
+    """The cost of ``usage`` on ``model`` (or on the model ``deployment`` is mapped to);
+    NaN (with one warning) when no price is known."""
+    if deployment:
+        model = _deployed_model(deployment, model)
     if not model:
         warn_once(f"price:{provider}:", f"tokmagic: a {provider} call named no model, so its "
                   "cost is unknown (NaN).")
@@ -80,9 +113,11 @@ def cost_usd(provider: str, model: str | None, usage: Usage) -> float:
                                output_tokens=usage.output_tokens),
             name, provider_id=_GENAI_PROVIDER_IDS.get(provider, provider))
     except LookupError:
+        unmapped = deployment and deployment not in _deployments
+        fix = (f"tokmagic.set_deployment({deployment!r}, '<model>')" if unmapped
+               else f"tokmagic.set_price({model!r}, input=..., output=...) (USD per million tokens)")
         warn_once(f"price:{provider}:{name}", f"tokmagic: no price is known for model {model!r} "
-                  f"({provider}); its cost shows as NaN. Set one with "
-                  f"tokmagic.set_price({model!r}, input=..., output=...) (USD per million tokens).")
+                  f"({provider}); its cost shows as NaN. Set one with {fix}.")
         return math.nan
     except ValueError as exc:
         warn_once(f"price-error:{provider}:{name}", f"tokmagic: could not price a {model!r} call "

@@ -61,8 +61,22 @@ def provider_for(host: str, path: str, vendor: str) -> str:
         return "azure"
     if name.endswith("aiplatform.googleapis.com") or "/publishers/google/" in path:
         return "google-vertex"
+    if "bedrock-runtime" in name and name.endswith(".amazonaws.com"):  # FIPS and VPC endpoints too
+        return "bedrock"
     if name in _HOSTS:
         return _HOSTS[name]
     if port in _LOCAL_PORTS and (name in _LOOPBACK or vendor == "ollama"):
         return _LOCAL_PORTS[port]
     return vendor
+
+
+_DEPLOYMENTS = "/openai/deployments/"
+
+
+def deployment_of(path: str) -> str | None:
+    """The Azure OpenAI deployment a request ``path`` calls (``/openai/deployments/<name>/...``),
+    None for any other path: Azure routes by deployment, and the deployment, not the
+    model its responses name, is what says which model ran."""
+    _, marker, rest = path.partition(_DEPLOYMENTS)
+    name = rest.split("/", 1)[0] if marker else ""
+    return name or None

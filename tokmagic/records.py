@@ -58,6 +58,10 @@ class CallRecord:
     status: str
     http_status: int | None
     host: str = ""
+    #: The Azure OpenAI deployment called (the path segment after /openai/deployments/):
+    #: Azure may name only the model family in its responses, so the deployment is what
+    #: tells which model was priced, and what tokmagic.set_deployment maps.
+    deployment: str | None = None
     usage: Usage = field(default_factory=Usage)
     estimated: bool = False
     estimate_method: str | None = None
@@ -104,6 +108,7 @@ class CallRecord:
             "provider": self.provider,
             "api": self.api,
             "model": self.model,
+            "deployment": self.deployment,
             "host": self.host,
             "stream": self.stream,
             "status": self.status,

@@ -67,4 +67,4 @@ def resolve(record: CallRecord) -> None:
     elif record.status == "error" and u == Usage():
         record.cost_usd = 0.0  # providers do not bill a refused request
     else:
-        record.cost_usd = cost_usd(record.provider, record.model, u)
+        record.cost_usd = cost_usd(record.provider, record.model, u, record.deployment)

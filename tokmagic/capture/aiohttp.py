@@ -41,7 +41,10 @@ def _request_body(kwargs: dict) -> bytes | None:
 
 def _begin(session, str_or_url, kwargs: dict) -> Exchange | None:
     """An Exchange for an LLM request, None for any other."""
-    url = session._build_url(str_or_url)  # the session's base_url applied, as aiohttp does
+    try:
+        url = session._build_url(str_or_url)  # the session's base_url applied, as aiohttp does
+    except (ValueError, TypeError):  # not a URL: aiohttp itself says so
+        return None
     path = url.path
     protocol = recognise("POST", path)
     if protocol is None or in_exchange.get():
@@ -74,7 +77,7 @@ def _observe(exchange: Exchange, response, decompressed: bool) -> None:
 def _abandoned(key: int, watcher: StreamWatcher) -> None:
     """The response was collected before its body ended (or after: then nothing to do)."""
     if _watched.get(key) is watcher:
-        del _watched[key]
+        _watched.pop(key, None)
         watcher.closed()
 
 

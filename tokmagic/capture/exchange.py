@@ -12,7 +12,9 @@ from typing import Any, Iterable
 
 from ..monitor import session
 from ..protocols import Protocol, Reading, StreamReader, provider_for
+from ..protocols.eventstream import EventStreamReader
 from ..protocols.sse import NDJSONReader, SSEReader
+from ..providers import deployment_of
 from ..records import BACKGROUND, CallRecord, Usage
 from ..resolve import Estimate
 from ..warn import warn_once
@@ -133,7 +135,7 @@ class Exchange:
                 time=self.time, provider=provider_for(self.host, self.path, self.protocol),
                 api=self.protocol.api, model=reading.model or self.protocol.path_model(self.path),
                 stream=self.stream, status=status,
-                http_status=self.http_status, host=self.host,
+                http_status=self.http_status, host=self.host, deployment=deployment_of(self.path),
                 usage=Usage() if usage is None else usage, latency_s=latency, ttft_s=ttft,
                 cell=None if scope.ended else scope.cell, cell_id=None if scope.ended else scope.cell_id,
                 tag=scope.tag, background=scope.ended or scope is BACKGROUND,
@@ -165,12 +167,14 @@ class StreamWatcher:
         try:
             self.decode = decoder_for(content_encoding)
             ctype = (content_type or "").lower()
-            framed = "event-stream" in ctype or "ndjson" in ctype or "jsonl" in ctype
+            binary = "vnd.amazon.eventstream" in ctype  # AWS's framing (Bedrock)
+            framed = binary or "event-stream" in ctype or "ndjson" in ctype or "jsonl" in ctype
             if framed and (exchange.http_status or 0) < 400:
                 exchange.stream = True
                 self.stream_reader = exchange.protocol.stream_reader()
                 sink = self.stream_reader.event
-                self.reader = SSEReader(sink) if "event-stream" in ctype else NDJSONReader(sink)
+                self.reader = (EventStreamReader(sink) if binary else SSEReader(sink)
+                               if "event-stream" in ctype else NDJSONReader(sink))
             else:
                 self.body = []
         except Exception as exc:
@@ -190,6 +194,8 @@ class StreamWatcher:
                 data = self.decode(data)
             if self.reader is not None:
                 self.reader.feed(data)
+                if self.stream_reader.ended:
+                    self.end()
             else:
                 self.size += len(data)
                 self.body.append(data)

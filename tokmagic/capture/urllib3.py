@@ -1,11 +1,12 @@
 """Capture for urllib3 2.x, which requests and botocore send through.
 
 One exchange per HTTP attempt: ``HTTPConnectionPool._make_request`` sends one request and
-reads its headers, while ``urlopen`` recurses on retries and redirects. A preloaded body
-is recorded at once; any other body is watched as the caller reads it, through
-``HTTPResponse.read``, ``read1`` and ``read_chunked`` (which ``stream()``, ``data``,
-``json()`` and requests' ``iter_content`` all come down to). Those are patched on the
-class, so a response that is not an LLM call pays one attribute lookup per read."""
+reads its headers, while ``urlopen`` recurses on retries and redirects. The body is
+watched as it is read, by the caller or (``preload_content=True``) by tokmagic's wrapper
+in urllib3's stead, through ``HTTPResponse.read``, ``read1`` and ``read_chunked`` (which
+``stream()``, ``data``, ``json()`` and requests' ``iter_content`` all come down to).
+Those are patched on the class, so a response that is not an LLM call pays one attribute
+lookup per read."""
 from __future__ import annotations
 
 from contextlib import suppress
@@ -115,8 +116,8 @@ def _make_request_wrapper(original: Callable, parse_url) -> Callable:
 # -- the body, as the caller reads it ------------------------------------------------
 
 def _feed(response, state: _Observed, data: bytes, decode_content: bool | None, drained) -> None:
-    """One read returned ``data``: feed it, and end the body if ``drained`` says nothing
-    is left (None: the caller of this knows better)."""
+    """One read returned ``data``: feed it, and end the body if ``drained(response)``
+    says nothing is left (``drained`` is None where the end shows otherwise)."""
     try:
         watcher = state.watcher_for(response, decode_content)
         if data:

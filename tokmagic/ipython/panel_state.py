@@ -40,8 +40,8 @@ class PanelState:
     """Everything the panel shows, as numbers: the session's totals, those of the latest
     cell that made calls (live while it runs), and the last call.
 
-    ``budget_usd`` is the hook for budgets: when set, the panel marks a session whose
-    cost exceeds it. Nothing sets it yet.
+    ``budget_usd`` is the hook for budgets: when set (``LiveUpdates.tally.budget_usd``),
+    the panel marks a session whose cost exceeds it. Nothing sets it yet.
     """
 
     session: Summary = field(default_factory=Summary)
@@ -151,11 +151,11 @@ class LiveUpdates:
     calls that already ended; redrawing on the caller's next call would not.
     """
 
-    def __init__(self, monitor: Monitor, draw: Callable[[PanelState], None], tally: Tally | None = None,
+    def __init__(self, monitor: Monitor, draw: Callable[[PanelState], None],
                  interval: float = 1 / UPDATES_PER_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.monitor = monitor
         self.draw = draw
-        self.tally = tally or Tally()
+        self.tally = Tally()
         self.throttle = Throttle(interval, clock)
         #: How many times the panel was drawn: what the throttle bounds.
         self.draws = 0

@@ -5,7 +5,7 @@ first, with one C-level suffix test, before anything else."""
 from __future__ import annotations
 
 from .. import providers
-from . import cohere, gemini, ollama
+from . import bedrock, cohere, gemini, ollama
 from .anthropic import MESSAGES
 from .base import Protocol, Reading, StreamReader
 from .openai import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES
@@ -29,6 +29,10 @@ _ENDINGS: dict[str, Protocol] = {
     "/v1/chat": cohere.CHAT,
     "/v2/embed": cohere.EMBED,
     "/v1/embed": cohere.EMBED,
+    "/converse": bedrock.CONVERSE,
+    "/converse-stream": bedrock.CONVERSE,
+    "/invoke": bedrock.INVOKE,
+    "/invoke-with-response-stream": bedrock.INVOKE,
 }
 _SUFFIXES = tuple(_ENDINGS)
 #: Longest ending first, so "/api/embeddings" is not taken for OpenAI's "/embeddings".
@@ -39,7 +43,8 @@ def recognise(method: str, path: str) -> Protocol | None:
     """The wire format of a request, from its method and path; None for anything else."""
     if not path.endswith(_SUFFIXES) or method != "POST":
         return None
-    return next(protocol for ending, protocol in _BY_LENGTH if path.endswith(ending))
+    protocol = next(protocol for ending, protocol in _BY_LENGTH if path.endswith(ending))
+    return protocol if protocol.recognises(path) else None
 
 
 def provider_for(host: str, path: str, protocol: Protocol) -> str:

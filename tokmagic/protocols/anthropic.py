@@ -35,8 +35,11 @@ def _block_text(block: Any, out: list[str]) -> None:
 
 class MessagesStream(StreamReader):
     def event(self, name: str | None, data: str) -> None:
+        self.read(loads(data), name)
+
+    def read(self, event: dict, name: str | None = None) -> None:
+        """One event, already decoded (Bedrock delivers them inside its own framing)."""
         r = self.reading
-        event = loads(data)
         kind = event.get("type") or name
         if kind == "content_block_delta":
             _block_text(event.get("delta"), r.output_text)

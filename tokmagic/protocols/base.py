@@ -29,6 +29,11 @@ class Reading:
 class StreamReader:
     """Reads one streamed response event by event; subclasses handle one wire format."""
 
+    #: Set by a format whose stream stops at an event while the body may go unread and
+    #: unclosed (botocore raises at an AWS exception message and leaves the body): the
+    #: record is made at that event rather than never.
+    ended = False
+
     def __init__(self) -> None:
         self.reading = Reading()
 
@@ -50,6 +55,11 @@ class Protocol:
 
     def stream_reader(self) -> StreamReader:
         raise NotImplementedError
+
+    def recognises(self, path: str) -> bool:
+        """Whether a POST to ``path``, whose ending named this format, really speaks it
+        (asked only after that ending matched)."""
+        return True
 
     def request_model(self, request: dict) -> str | None:
         return request.get("model")
