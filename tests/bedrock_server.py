@@ -15,19 +15,27 @@ import threading
 import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 EVENTSTREAM = "application/vnd.amazon.eventstream"
 
 
-def frame(headers: dict[str, str], payload: bytes) -> bytes:
-    """One event stream message, with string headers and both checksums."""
-    encoded = b"".join(bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(value))
-                       + value.encode() for name, value in headers.items())
-    total = 12 + len(encoded) + len(payload) + 4
-    prelude = struct.pack(">II", total, len(encoded))
+def string_headers(headers: dict[str, str]) -> bytes:
+    """Headers encoded as the framing has them: name length, name, type 7, value length, value."""
+    return b"".join(bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(value))
+                    + value.encode() for name, value in headers.items())
+
+
+def message(encoded_headers: bytes, payload: bytes) -> bytes:
+    """One event stream message around already encoded headers, with both checksums."""
+    prelude = struct.pack(">II", 12 + len(encoded_headers) + len(payload) + 4, len(encoded_headers))
     prelude += struct.pack(">I", zlib.crc32(prelude))
-    message = prelude + encoded + payload
-    return message + struct.pack(">I", zlib.crc32(message))
+    body = prelude + encoded_headers + payload
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+def frame(headers: dict[str, str], payload: bytes) -> bytes:
+    return message(string_headers(headers), payload)
 
 
 def event(event_type: str, body: dict) -> bytes:
@@ -64,13 +72,15 @@ def stream_reply(*frames: bytes) -> Reply:
 
 class BedrockServer(ThreadingHTTPServer):
     """Serves ``replies[path]`` in turn (the last one again once they run out) and keeps
-    each request's path and headers. ``split_seed`` cuts bodies into 1–23 byte chunks."""
+    each request's path and headers. Paths match percent-decoded: botocore encodes the
+    ":" of a model id, the anthropic SDK does not. ``split_seed`` cuts bodies into 1–23
+    byte chunks."""
 
     daemon_threads = True
 
     def __init__(self, replies: dict[str, list[Reply]], split_seed: int | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.replies = {path: list(items) for path, items in replies.items()}
+        self.replies = {unquote(path): list(items) for path, items in replies.items()}
         self.served: dict[str, int] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.random = random.Random(split_seed) if split_seed is not None else None
@@ -81,6 +91,7 @@ class BedrockServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
     def next_reply(self, path: str) -> Reply | None:
+        path = unquote(path)
         with self.lock:
             items = self.replies.get(path)
             if not items:
@@ -101,7 +112,7 @@ class BedrockServer(ThreadingHTTPServer):
             return cuts
 
     def __enter__(self) -> "BedrockServer":
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def __exit__(self, *exc) -> None:

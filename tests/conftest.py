@@ -14,6 +14,8 @@ SHARED = Path(os.environ.get("TOKMAGIC_SHARED", ROOT.parent / "shared"))
 CORPUS = SHARED / "corpus"
 CASES = CORPUS / "cases"
 BUGS = CORPUS / "bugs"
+#: tokmagic's own cases (written for its tests, not recordings), in the corpus's shape.
+OWN_CASES = ROOT / "tests" / "cases"
 
 if not os.environ.get("TIKTOKEN_CACHE_DIR") and (SHARED / "tiktoken_cache").is_dir():
     os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED / "tiktoken_cache")
@@ -31,6 +33,14 @@ def load_case(case_id: str) -> dict:
 
 def all_cases() -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(CASES.glob("*.json"))]
+
+
+def load_own(case_id: str) -> dict:
+    return json.loads((OWN_CASES / f"{case_id}.json").read_text())
+
+
+def own_cases() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(OWN_CASES.glob("*.json"))]
 
 
 def load_bug(bug_id: str) -> dict:

@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 import math
 import random
-import struct
-import zlib
 from urllib.parse import quote
 
+import anthropic
 import boto3
 import botocore.exceptions
 import genai_prices
@@ -29,8 +28,8 @@ from tokmagic.providers import provider_for
 from tokmagic.records import Usage
 from tokmagic.warn import TokmagicWarning
 
-from .bedrock_server import (BedrockServer, Reply, chunk, event, exception, frame, json_reply,
-                             stream_reply)
+from .bedrock_server import (EVENTSTREAM, BedrockServer, Reply, chunk, event, exception, frame,
+                             json_reply, message, stream_reply, string_headers)
 
 SONNET_US = "us.anthropic.claude-3-5-sonnet-20240620-v1:0"
 SONNET_EU = "eu.anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -108,7 +107,8 @@ def anthropic_chunks(start_usage: dict, output_tokens: int, metrics: dict) -> li
                 "model": "claude-3-5-sonnet-20240620", "content": [], "stop_reason": None,
                 "stop_sequence": None, "usage": start_usage}}),
             chunk({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-            chunk({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Red, "}}),
+            chunk({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "text_delta", "text": "Red, "}}),
             chunk({"type": "content_block_delta", "index": 0,
                    "delta": {"type": "text_delta", "text": "green, blue."}}),
             chunk({"type": "content_block_stop", "index": 0}),
@@ -179,10 +179,9 @@ def test_one_record_per_call_priced_as_genai_prices_and_the_user_sees_the_same(c
             plain = call(client, model)
         finally:
             tokmagic.install()
-    assert (record.provider, record.api, record.model) == (
-        "bedrock", "invoke_model" if call in (invoke_model, invoke_model_with_response_stream) else "converse",
-        model)
-    assert record.stream is (reply.content_type != "application/json")
+    api = "converse" if call in (converse, converse_stream) else "invoke_model"
+    assert (record.provider, record.api, record.model) == ("bedrock", api, model)
+    assert record.stream is (reply.content_type == EVENTSTREAM)
     assert (record.status, record.http_status, record.error) == ("ok", 200, None)
     assert record.usage == usage and not record.estimated
     assert record.cost_usd == pytest.approx(aws_price(model, usage), rel=1e-12, abs=0) and record.cost_usd > 0
@@ -203,8 +202,12 @@ def test_an_unknown_model_costs_nan_with_a_warning(monkeypatch):
     assert math.isnan(record.cost_usd)
 
 
-THROTTLED = json_reply({"message": "Too many requests, please wait before trying again."}, 429,
-                       **{"x-amzn-ErrorType": "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"})
+def aws_error(code: str, message: str, status: int) -> Reply:
+    return json_reply({"message": message}, status,
+                      **{"x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/com.amazon.bedrock/"})
+
+
+THROTTLED = aws_error("ThrottlingException", "Too many requests, please wait before trying again.", 429)
 
 
 @pytest.mark.parametrize("case_id", ["converse-cache", "invoke-stream-anthropic"])
@@ -233,8 +236,8 @@ def test_an_exception_inside_the_stream_is_an_interrupted_record():
 
 def test_a_stream_cut_inside_a_frame_is_interrupted_and_estimated():
     body = b"".join(converse_events({"inputTokens": 25, "outputTokens": 12, "totalTokens": 37}))
-    with BedrockServer({path(SONNET_US, "converse-stream"): [Reply(body=body[:-20], content_type=
-                                                                     "application/vnd.amazon.eventstream")]}) as server:
+    cut = Reply(body=body[:-20], content_type=EVENTSTREAM)
+    with BedrockServer({path(SONNET_US, "converse-stream"): [cut]}) as server:
         events = converse_stream(client_for(server.base), SONNET_US)["stream"]
     assert "metadata" not in events[-1]  # botocore ends quietly on a partial frame
     (record,) = session.records()
@@ -243,13 +246,31 @@ def test_a_stream_cut_inside_a_frame_is_interrupted_and_estimated():
 
 
 def test_an_error_reply_is_an_error_record():
-    reply = json_reply({"message": "The provided model identifier is invalid."}, 400,
-                       **{"x-amzn-ErrorType": "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/"})
+    reply = aws_error("ValidationException", "The provided model identifier is invalid.", 400)
     with BedrockServer({path(HAIKU, "invoke-with-response-stream"): [reply]}) as server:
         with pytest.raises(botocore.exceptions.ClientError, match="ValidationException"):
             invoke_model_with_response_stream(client_for(server.base), HAIKU)
     (record,) = session.records()
     assert (record.status, record.http_status, record.model, record.cost_usd) == ("error", 400, HAIKU, 0.0)
+
+
+def test_the_anthropic_sdks_bedrock_client_over_httpx_is_read_the_same():
+    """AnthropicBedrock posts to the same paths through httpx, ":" left unencoded."""
+    _, model, reply, usage = CASES["invoke-anthropic"]
+    _, stream_model, stream, stream_usage = CASES["invoke-stream-anthropic"]
+    replies = {path(model, "invoke"): [reply], path(stream_model, "invoke-with-response-stream"): [stream]}
+    with BedrockServer(replies, split_seed=7) as server:
+        client = anthropic.AnthropicBedrock(aws_access_key="x", aws_secret_key="x", aws_region="us-east-1",
+                                            base_url=server.base, max_retries=0)
+        ask = {"max_tokens": 100, "messages": [{"role": "user", "content": "Name three colours."}]}
+        client.messages.create(model=model, **ask)
+        with client.messages.stream(model=stream_model, **ask) as events:
+            events.get_final_message()
+    whole, streamed = session.records()
+    assert (whole.model, whole.stream, whole.status, whole.usage) == (model, False, "ok", usage)
+    assert (streamed.model, streamed.stream, streamed.status, streamed.usage) == (
+        stream_model, True, "ok", stream_usage)
+    assert whole.provider == streamed.provider == "bedrock"
 
 
 # -- the event stream reader ------------------------------------------------------
@@ -285,16 +306,9 @@ def test_headers_of_every_type_are_skipped_and_non_events_are_named():
                    + _header("s", 3, b"\x00\x02") + _header("i", 4, b"\x00\x00\x00\x03")
                    + _header("l", 5, bytes(8)) + _header("raw", 6, b"\x00\x03abc")
                    + _header("t", 8, bytes(8)) + _header("id", 9, bytes(16)))
-    typed = frame({":message-type": "event", ":event-type": "metadata"}, b"{}")
-    # put the other headers before the string ones: rebuild with them inside
-    strings = typed[12:len(typed) - 4 - 2]
-    total = 12 + len(other_types) + len(strings) + 2 + 4
-    prelude = struct.pack(">II", total, len(other_types) + len(strings))
-    prelude += struct.pack(">I", zlib.crc32(prelude))
-    message = prelude + other_types + strings + b"{}"
-    message += struct.pack(">I", zlib.crc32(message))
+    typed = message(other_types + string_headers({":message-type": "event", ":event-type": "metadata"}), b"{}")
     error = frame({":message-type": "error", ":error-code": "InternalFailure", ":error-message": "boom"}, b"")
-    got = _read([message, exception("throttlingException", "slow"), error])
+    got = _read([typed, exception("throttlingException", "slow"), error])
     assert got == [("metadata", "{}"), ("exception:throttlingException", '{"message": "slow"}'),
                    ("error:InternalFailure", "boom")]
 

@@ -24,7 +24,7 @@ from tokmagic.monitor import session
 from tokmagic.warn import TokmagicWarning
 
 from . import sdk
-from .conftest import bug_cases, load_bug, load_case, replay_server
+from .conftest import bug_cases, load_bug, load_case, load_own, replay_server
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -429,6 +429,113 @@ def _response_model(case: dict) -> str:
     return re.search(r'"model"\s*:\s*"([^"]+)"', resp["sse"]).group(1)
 
 
+# -- 06 gemini-thoughts-not-counted ---------------------------------------------------
+
+def _06_stream_case(bug: dict) -> dict:
+    """Bug 06's answer as streamGenerateContent (alt=sse) sends it: the text in two
+    chunks, each with the usage so far; thinking is over before the first, so both carry
+    the thoughts, and only the last the whole of the visible output."""
+    request = copy.deepcopy(bug["exchanges"][0]["request"])
+    request["path"] = request["path"].replace(":generateContent", ":streamGenerateContent")
+    request["query"] = "alt=sse"
+    body = bug["exchanges"][0]["response"]["body"]
+    final = body["usageMetadata"]
+    text = body["candidates"][0]["content"]["parts"][0]["text"]
+    half = final["candidatesTokenCount"] // 2
+    first = {**final, "candidatesTokenCount": half, "totalTokenCount": final["totalTokenCount"] - half}
+    chunks = [{"candidates": [{"content": {"parts": [{"text": part}], "role": "model"}, "index": 0, **end}],
+               "usageMetadata": usage, "modelVersion": body["modelVersion"], "responseId": body["responseId"]}
+              for part, usage, end in ((text[:len(text) // 2], first, {}),
+                                       (text[len(text) // 2:], final, {"finishReason": "STOP"}))]
+    return {"id": "06-stream", "provider": "google", "api": "stream_generate_content", "request": request,
+            "response": {"status": 200, "headers": {"content-type": "text/event-stream"}, "body": None,
+                         "sse": "".join(f"data: {json.dumps(c)}\n\n" for c in chunks), "stream_format": "sse"}}
+
+
+def _assert_06_record(bug: dict, r) -> None:
+    """Thinking is output: all of it counted and priced, the visible part kept apart."""
+    exp = bug["expected"]["per_call"][0]
+    total = bug["exchanges"][0]["response"]["body"]["usageMetadata"]["totalTokenCount"]
+    assert (r.provider, r.model, r.status) == ("google", exp["model"], "ok")
+    assert r.usage.input_tokens == exp["input_tokens"]
+    assert r.usage.output_tokens == exp["output_tokens"]
+    assert r.usage.reasoning_tokens == exp["reasoning"]
+    assert r.usage.output_tokens - r.usage.reasoning_tokens == exp["visible_output_tokens"]
+    assert r.usage.cached_input_tokens == exp["cached"]
+    assert r.estimated is exp["estimated"] is False
+    assert r.usage.input_tokens + r.usage.output_tokens == total
+    assert r.cost_usd == pytest.approx(bug["expected"]["expected_cost_usd"], rel=1e-9)
+    # must not: price only the visible output
+    price = bug["expected"]["price_fixture_usd_per_mtok"][exp["model"]]
+    visible_only = (exp["input_tokens"] * price["input"] + exp["visible_output_tokens"] * price["output"]) / 1e6
+    assert r.cost_usd > visible_only * 5
+    row = tokmagic.usage().iloc[0]
+    assert (row["output_tokens"], row["reasoning_tokens"], row["total_tokens"]) == (
+        exp["output_tokens"], exp["reasoning"], total)
+
+
+def test_06_gemini_thoughts_are_output(serve_cases, fixture_prices):
+    bug = load_bug("06")
+    base = serve_cases(bug_cases(bug))
+    fixture_prices(bug)
+    (_, printed_off), (_, printed_on) = without_then_with(lambda: run_user_code(bug, base))
+    text = bug["exchanges"][0]["response"]["body"]["candidates"][0]["content"]["parts"][0]["text"]
+    assert printed_on == printed_off == text + "\n"
+    [r] = records(1)
+    assert r.stream is False
+    _assert_06_record(bug, r)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "async-aiohttp"])
+def test_06_kind_streamed(serve_cases, fixture_prices, mode):
+    """The same answer streamed, through google-genai's sync client, its async client on
+    httpx2 and on aiohttp: the last chunk's thoughts are counted as output."""
+    bug = load_bug("06")
+    case = _06_stream_case(bug)
+    base = serve_cases([case])
+    fixture_prices(bug)
+    off, on = without_then_with(lambda: sdk.run(case, base, mode, routed=False))
+    assert on.comparable() == off.comparable() and on.kind == "stream" and len(on.value) == 2
+    [r] = records(1)
+    assert r.stream is True
+    _assert_06_record(bug, r)
+
+
+def _final_usage_metadata(case: dict) -> dict:
+    """The usageMetadata of a Gemini case's whole answer, or of its stream's last chunk."""
+    if case["response"]["sse"]:
+        data = [line for line in case["response"]["sse"].splitlines() if line.startswith("data:")]
+        return json.loads(data[-1].removeprefix("data:"))["usageMetadata"]
+    return case["response"]["body"]["usageMetadata"]
+
+
+GEMINI_THINKING = ["google-generate-basic", "google-generate-metrics", "google-generate-thinking",
+                   "google-stream-sse-basic", "google-stream-sse-tool-call", "google-vertex-generate"]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async-aiohttp"])
+@pytest.mark.parametrize("case_id", GEMINI_THINKING)
+def test_06_kind_corpus_thinking_models(replay, case_id, mode):
+    """Every recorded Gemini answer with thoughts: output is candidates + thoughts, input
+    + output is the totalTokenCount the provider reported, and the price covers it all."""
+    from .expect import genai_cost
+
+    case = load_case(case_id)
+    meta = _final_usage_metadata(case)
+    assert meta["thoughtsTokenCount"] > 0
+    sdk.run(case, replay, mode)
+    [r] = records(1)
+    assert r.usage.output_tokens == meta["candidatesTokenCount"] + meta["thoughtsTokenCount"]
+    assert r.usage.reasoning_tokens == meta["thoughtsTokenCount"]
+    assert r.usage.input_tokens + r.usage.output_tokens == meta["totalTokenCount"]
+    u = {"input_tokens": r.usage.input_tokens, "cached_input_tokens": 0, "cache_write_tokens": 0,
+         "output_tokens": r.usage.output_tokens}
+    priced = genai_cost(r.model, r.provider, u)
+    visible = genai_cost(r.model, r.provider, {**u, "output_tokens": meta["candidatesTokenCount"]})
+    if not math.isnan(priced):
+        assert r.cost_usd == pytest.approx(priced, rel=1e-12) and r.cost_usd > visible
+
+
 # -- 08 azure-model-name-ambiguous ----------------------------------------------------
 
 @pytest.fixture
@@ -628,6 +735,118 @@ def test_08_kind_corpus_mapping_wins(replay, fresh_warnings, case_id):
         tokmagic.clear_prices()
     assert r.model == case["expected"]["model"] and r.deployment == deployment and warned == []
     assert r.cost_usd == pytest.approx((r.usage.input_tokens * 1.0 + r.usage.output_tokens * 2.0) / 1e6, rel=1e-12)
+
+
+# -- 10 unknown-model-silent-zero ----------------------------------------------------
+
+def _renamed(data, known: str, unknown: str):
+    """``data`` (a bug or a case) with every mention of model ``known`` renamed."""
+    return json.loads(json.dumps(data).replace(known, unknown))
+
+
+def _10_unreleased(bug: dict) -> dict:
+    """Bug 10 as its report meant it: genai-prices already knows the GA id the report names
+    (test_10_ga_id_is_priced), so a newer id stands for "a newly released model the
+    price table knows only under its preview name"."""
+    return _renamed(bug, bug["expected"]["per_call"][0]["model"], "gemini-9-flash-lite")
+
+
+def _10_prompt(bug: dict) -> str:
+    return bug["exchanges"][0]["request"]["body"]["contents"][0]["parts"][0]["text"]
+
+
+def read_with_warnings(n: int, model: str) -> tuple[list, list[str]]:
+    """The session's records, priced now, and the warnings pricing gave about ``model``."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = records(n)
+    return got, [str(w.message) for w in caught if issubclass(w.category, TokmagicWarning)
+                 and model in str(w.message)]
+
+
+def test_10_unknown_model_is_unpriced_not_free(serve_cases, fixture_prices, fresh_warnings):
+    bug = _10_unreleased(load_bug("10"))
+    exp = bug["expected"]["per_call"][0]
+    base = serve_cases(bug_cases(bug))
+    fixture_prices(bug)  # the preview id only
+    (_, printed_off), (_, printed_on) = without_then_with(lambda: run_user_code(bug, base, REVIEWS_PROMPT=_10_prompt(bug)))
+    assert printed_on == printed_off == "Positive: 3, negative: 1, neutral: 1.\n"
+    [r], warned = read_with_warnings(1, exp["model"])
+    assert len(warned) == 1  # one warning, naming the model
+    assert r.model == exp["model"] and r.status == "ok"
+    assert (r.usage.input_tokens, r.usage.output_tokens) == (exp["input_tokens"], exp["output_tokens"])
+    assert r.estimated is exp["estimated"] is False
+    assert exp["cost"] is None and exp["price_status"] == "unpriced"
+    assert math.isnan(r.cost_usd)  # must not: $0.00 as if free
+    assert math.isnan(tokmagic.usage().iloc[0]["cost_usd"])
+    s = tokmagic.summary()
+    assert (s.unpriced, s.cost_usd) == (1, 0.0)
+    assert (s.usage.input_tokens, s.usage.output_tokens) == (exp["input_tokens"], exp["output_tokens"])
+    assert "1 unpriced call" in str(s)
+    # the same model again, in a tagged block: no second warning, both totals say unpriced
+    with tokmagic.track("again") as block:
+        run_user_code(bug, base, REVIEWS_PROMPT=_10_prompt(bug))
+    _, warned = read_with_warnings(2, exp["model"])
+    assert warned == []
+    assert (block.unpriced, block.calls, block.usage.input_tokens) == (1, 1, exp["input_tokens"])
+    assert "1 unpriced call" in str(block)
+    assert tokmagic.summary().unpriced == 2
+
+
+def test_10_ga_id_is_priced(serve_cases, fresh_warnings):
+    """The report's own id: genai-prices knows it now (at the preview's rates), so the
+    call is priced as the bug's note says a table with the GA id must price it."""
+    bug = load_bug("10")
+    base = serve_cases(bug_cases(bug))
+    run_user_code(bug, base, REVIEWS_PROMPT=_10_prompt(bug))
+    [r], warned = read_with_warnings(1, bug["expected"]["per_call"][0]["model"])
+    assert warned == []
+    assert r.cost_usd == pytest.approx(bug["expected"]["expected_cost_usd_if_ga_id_added"], rel=1e-9)
+
+
+def test_10_ga_id_added_with_set_price(serve_cases, fixture_prices, fresh_warnings):
+    """The bug's note: add the GA id to the fixture table and the cost is exact."""
+    bug = _10_unreleased(load_bug("10"))
+    exp = bug["expected"]["per_call"][0]
+    base = serve_cases(bug_cases(bug))
+    price = fixture_prices(bug)[f"{exp['model']}-preview"]
+    tokmagic.set_price(exp["model"], input=price["input"], output=price["output"])
+    run_user_code(bug, base, REVIEWS_PROMPT=_10_prompt(bug))
+    [r], warned = read_with_warnings(1, exp["model"])
+    assert warned == []
+    assert r.cost_usd == pytest.approx(bug["expected"]["expected_cost_usd_if_ga_id_added"], rel=1e-9)
+
+
+#: variant: (the exchange renamed: a corpus or own case, the model it gets, how it is called)
+VARIANTS_10 = {
+    "gemini-stream-aiohttp": ("google-stream-sse-basic", "gemini-9-flash", "async-aiohttp"),
+    "vertex": ("google-vertex-generate", "gemini-9-pro-exp", "sync"),
+    "cohere-async": ("cohere-v2-chat", "command-z-unreleased", "async"),
+    "mistral-sdk-stream": ("mistral-chat-stream", "mistral-unreleased-9", "mistral-sync"),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS_10))
+def test_10_kind_unknown_models_elsewhere(serve_cases, fresh_warnings, variant):
+    """Unknown models of other providers and APIs, streamed and not (Cohere's answers do
+    not even name the model: it is the request's): exact tokens, NaN with one warning
+    naming the model, counted as unpriced."""
+    from .expect import inclusive, tokens_of
+
+    source, unknown, mode = VARIANTS_10[variant]
+    original = load_own(source) if source.startswith("cohere") else load_case(source)
+    case = _renamed(original, original["expected"]["model"], unknown)
+    case["id"] = variant
+    off, on = without_then_with(lambda: sdk.run(case, serve_cases([case]), mode, routed=False))
+    assert on.comparable() == off.comparable() and on.kind in ("response", "stream")
+    [r], warned = read_with_warnings(1, unknown)
+    assert r.model == unknown and len(warned) == 1
+    assert tokens_of(r) == inclusive(case) and r.usage.output_tokens > 0
+    assert r.estimated is False and math.isnan(r.cost_usd)
+    s = tokmagic.summary()
+    assert (s.unpriced, s.cost_usd, s.usage.output_tokens) == (1, 0.0, r.usage.output_tokens)
 
 
 # -- 12 embeddings-not-counted --------------------------------------------------------

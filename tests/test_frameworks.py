@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import re
+import sys
+import types
 from typing import Any, Callable
 
 import pytest
@@ -19,7 +22,7 @@ import tokmagic
 from tokmagic.monitor import session
 
 from . import expect
-from .conftest import load_case
+from .conftest import bug_cases, load_bug, load_case
 from .expect import inclusive, tokens_of
 
 #: Ids and timestamps a framework makes up itself on every call: the only parts of its
@@ -79,6 +82,17 @@ def check_exact(case: dict) -> None:
     expect.check_cost(case, r)
 
 
+@pytest.fixture(scope="module")
+def aio():
+    """Runs a coroutine on the module's one event loop, as a notebook runs every cell's
+    on one: frameworks keep async clients from call to call (LangChain one per base URL,
+    process-wide), and those only work on the loop they were first used on."""
+    loop = asyncio.new_event_loop()
+    yield loop.run_until_complete
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
+
+
 @contextlib.contextmanager
 def counting(cls: type, name: str):
     """Count the calls to ``cls.name`` (wrapping whatever is there, tokmagic's wrapper
@@ -126,9 +140,9 @@ LITELLM_CASES = ["openai-chat-basic", "openai-chat-stream-include-usage", "anthr
                  "anthropic-messages-stream-cache-write"]
 
 
-def litellm_call(litellm, case: dict, base: str, is_async: bool, **options) -> Any:
-    """``litellm.completion`` (or ``acompletion``) of the case, as plain data: the
-    response, or every chunk of a stream."""
+def litellm_call(litellm, case: dict, base: str, aio: Callable | None = None, **options) -> Any:
+    """``litellm.completion`` (or ``acompletion``, run by ``aio``) of the case, as plain
+    data: the response, or every chunk of a stream."""
     vendor = "anthropic" if case["api"] == "messages" else "openai"
     kwargs = {"model": f"{vendor}/{model_of(case)}", "api_key": "x",
               "api_base": base if vendor == "anthropic" else base + "/v1",
@@ -136,7 +150,7 @@ def litellm_call(litellm, case: dict, base: str, is_async: bool, **options) -> A
               "extra_headers": headers(case["id"]), **options}
     if case["request"]["body"].get("stream"):
         kwargs.update(stream=True, stream_options={"include_usage": True})
-    if not is_async:
+    if aio is None:
         result = litellm.completion(**kwargs)
         return plain(list(result) if kwargs.get("stream") else result, LITELLM_VOLATILE)
 
@@ -145,14 +159,14 @@ def litellm_call(litellm, case: dict, base: str, is_async: bool, **options) -> A
         if kwargs.get("stream"):
             result = [chunk async for chunk in result]
         return plain(result, LITELLM_VOLATILE)
-    return asyncio.run(go())
+    return aio(go())
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["completion", "acompletion"])
 @pytest.mark.parametrize("case_id", LITELLM_CASES)
-def test_litellm(replay, litellm, case_id, is_async):
+def test_litellm(replay, litellm, aio, case_id, is_async):
     case = load_case(case_id)
-    off, on = without_then_with(lambda: litellm_call(litellm, case, replay, is_async))
+    off, on = without_then_with(lambda: litellm_call(litellm, case, replay, aio if is_async else None))
     assert on == off
     check_exact(case)
     usage = on[-1]["usage"] if isinstance(on, list) else on["usage"]
@@ -162,7 +176,7 @@ def test_litellm(replay, litellm, case_id, is_async):
         record.usage.input_tokens, record.usage.output_tokens)
 
 
-def test_litellm_async_is_one_record_through_two_layers(replay, litellm):
+def test_litellm_async_is_one_record_through_two_layers(replay, litellm, aio):
     """LiteLLM's async client is httpx over an aiohttp transport: both are captured, the
     request passes both, and it is recorded once."""
     import aiohttp
@@ -170,26 +184,64 @@ def test_litellm_async_is_one_record_through_two_layers(replay, litellm):
 
     case = load_case("anthropic-messages-stream")
     with counting(httpx.AsyncClient, "send") as outer, counting(aiohttp.ClientSession, "_request") as inner:
-        litellm_call(litellm, case, replay, is_async=True)
+        litellm_call(litellm, case, replay, aio)
     assert outer and inner
     check_exact(case)
 
 
+@pytest.fixture
+def litellm_cache_hits(litellm, monkeypatch):
+    """LiteLLM 1.110 serves a cache hit only after an isinstance test against a class of
+    its proxy server's modules, which need the proxy's extras (fastapi, soundfile, ...);
+    without them every hit raises ModuleNotFoundError, tokmagic or not. A stand-in
+    class lets the hit be served as a plain (non-stream) answer, as it is with the extras."""
+    name = "litellm.llms.anthropic.messages.native.response_cache"
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        stand_in = types.ModuleType(name)
+        stand_in.CachedAnthropicMessagesStreamIterator = type("CachedAnthropicMessagesStreamIterator", (), {})
+        monkeypatch.setitem(sys.modules, name, stand_in)
+
+
 @pytest.mark.parametrize("case_id", ["openai-chat-basic", "anthropic-messages-basic"])
-def test_litellm_cache_hit_is_no_call(replay, litellm, case_id):
+def test_litellm_cache_hit_is_no_call(replay, litellm, litellm_cache_hits, case_id):
     """An answer from LiteLLM's in-memory cache is not a call: two completions, one record."""
     case = load_case(case_id)
 
     def twice():
         litellm.cache = litellm.Cache(type="local")
         try:
-            return [litellm_call(litellm, case, replay, False, caching=True) for _ in range(2)]
+            return [litellm_call(litellm, case, replay, caching=True) for _ in range(2)]
         finally:
             litellm.disable_cache()
 
     off, on = without_then_with(twice)
     assert on == off
     check_exact(case)
+
+
+def test_litellm_azure_deployment(serve_cases, litellm):
+    """Bug 08 through LiteLLM's Azure route: the record names the deployment, and the
+    model it is mapped to prices it."""
+    bug = load_bug("08")
+    base = serve_cases(bug_cases(bug))
+    exp = bug["expected"]
+    call = {"model": "azure/gpt4-turbo-eval", "api_base": base, "api_version": "2024-02-01", "api_key": "x",
+            "messages": bug["exchanges"][0]["request"]["body"]["messages"]}
+    off, on = without_then_with(lambda: plain(litellm.completion(**call), LITELLM_VOLATILE))
+    assert on == off
+    tokmagic.set_price("gpt-4-turbo-2024-04-09", **exp["price_fixture_usd_per_mtok"]["gpt-4-turbo-2024-04-09"])
+    tokmagic.set_deployment("gpt4-turbo-eval", "gpt-4-turbo-2024-04-09")
+    try:
+        [r] = session.records()
+    finally:
+        tokmagic.clear_prices()
+    per_call = exp["per_call"][0]
+    assert (r.provider, r.deployment, r.model) == (per_call["provider"], per_call["deployment"],
+                                                   per_call["reported_model"])
+    assert (r.usage.input_tokens, r.usage.output_tokens) == (per_call["input_tokens"], per_call["output_tokens"])
+    assert r.cost_usd == pytest.approx(exp["expected_cost_usd_with_mapping"], rel=1e-9)
 
 
 # -- LangChain --------------------------------------------------------------------------
@@ -206,8 +258,9 @@ def langchain_model(case: dict, base: str, **options):
                       default_headers=headers(case["id"]), **options)
 
 
-def langchain_call(case: dict, base: str, method: str, **options) -> Any:
-    """``invoke``/``stream`` (or ``ainvoke``/``astream``) of the case, as plain data."""
+def langchain_call(case: dict, base: str, method: str, aio: Callable | None = None, **options) -> Any:
+    """``invoke``/``stream`` (or ``ainvoke``/``astream``, run by ``aio``) of the case, as
+    plain data."""
     model = langchain_model(case, base, **options)
     text = prompt(case)
     if method == "invoke":
@@ -219,7 +272,7 @@ def langchain_call(case: dict, base: str, method: str, **options) -> Any:
         if method == "ainvoke":
             return await model.ainvoke(text)
         return [chunk async for chunk in model.astream(text)]
-    return plain(asyncio.run(go()))
+    return plain(aio(go()))
 
 
 LANGCHAIN = [("openai-chat-basic", "invoke"), ("openai-chat-basic", "ainvoke"),
@@ -229,10 +282,10 @@ LANGCHAIN = [("openai-chat-basic", "invoke"), ("openai-chat-basic", "ainvoke"),
 
 
 @pytest.mark.parametrize("case_id,method", LANGCHAIN)
-def test_langchain(replay, case_id, method):
+def test_langchain(replay, aio, case_id, method):
     case = load_case(case_id)
     options = {"stream_usage": True} if case["api"] == "chat" and "stream" in method else {}
-    off, on = without_then_with(lambda: langchain_call(case, replay, method, **options))
+    off, on = without_then_with(lambda: langchain_call(case, replay, method, aio, **options))
     assert on == off
     check_exact(case)
     # LangChain's usage_metadata is inclusive as well: the last chunk (or the message) has it
@@ -277,8 +330,9 @@ def test_langchain_cache_hit_is_no_call(replay):
 
 # -- LlamaIndex -------------------------------------------------------------------------
 
-def llamaindex_call(case: dict, base: str, method: str) -> Any:
-    """``complete``/``chat``/``stream_chat`` (or their async forms) of the case, as plain data."""
+def llamaindex_call(case: dict, base: str, method: str, aio: Callable | None = None) -> Any:
+    """``complete``/``chat``/``stream_chat`` (or their async forms, run by ``aio``) of the
+    case, as plain data."""
     from llama_index.core.llms import ChatMessage
     from llama_index.llms.openai import OpenAI
 
@@ -295,7 +349,7 @@ def llamaindex_call(case: dict, base: str, method: str) -> Any:
         if method == "achat":
             return await llm.achat(messages)
         return [chunk async for chunk in await llm.astream_chat(messages)]
-    return plain(asyncio.run(go()))
+    return plain(aio(go()))
 
 
 LLAMAINDEX = [("openai-chat-basic", "complete"), ("openai-chat-history", "chat"),
@@ -304,8 +358,8 @@ LLAMAINDEX = [("openai-chat-basic", "complete"), ("openai-chat-history", "chat")
 
 
 @pytest.mark.parametrize("case_id,method", LLAMAINDEX)
-def test_llamaindex(replay, case_id, method):
+def test_llamaindex(replay, aio, case_id, method):
     case = load_case(case_id)
-    off, on = without_then_with(lambda: llamaindex_call(case, replay, method))
+    off, on = without_then_with(lambda: llamaindex_call(case, replay, method, aio))
     assert on == off
     check_exact(case)

@@ -7,25 +7,21 @@ written and as gzip with streams cut at random bytes, and must leave exactly one
 with the case's numbers, as the corpus cases must."""
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
+import tiktoken
 
 from . import expect, sdk
-from .conftest import all_cases
+from .conftest import all_cases, load_own, own_cases
 from .expect import only_record
 
-OWN = Path(__file__).resolve().parent / "cases"
-CASES = [json.loads(p.read_text()) for p in sorted(OWN.glob("*.json"))]
+CASES = own_cases()
+#: The cases whose usage is reported (or that are refused): their records must be exact.
+EXACT = [c for c in CASES if c["expected"]["usage_reported"] or sdk.is_error(c)]
 MARK = "written for tokmagic's tests, not a recording"
 #: The replay server's two deliveries, as the corpus tests use them.
 DELIVERIES = {"plain": {}, "compressed-split": {"compress": True, "split_seed": 11}}
-
-
-def load_own(case_id: str) -> dict:
-    return next(c for c in CASES if c["id"] == case_id)
 
 
 def test_own_cases_are_marked_and_cover_what_the_corpus_lacks():
@@ -40,9 +36,10 @@ def test_own_cases_are_marked_and_cover_what_the_corpus_lacks():
             ("cohere", "embed", False, False), ("ollama", "ollama_generate", True, False),
             ("ollama", "ollama_embed", False, False), ("ollama", "ollama_chat", False, True),
             ("ollama", "chat", False, False), ("ollama", "chat", True, False),
-            ("google", "generate_content", False, False), ("google", "stream_generate_content", True, False)} <= kinds
+            ("google", "generate_content", False, False), ("google", "stream_generate_content", True, False),
+            ("google", "embed_content", False, False)} <= kinds
     assert any(c["request"]["path"].startswith("/v1/") and c["provider"] == "cohere" for c in CASES)
-    assert all(c["expected"]["cached_input_tokens"] for c in CASES if c["provider"] == "google")
+    assert all(c["expected"]["cached_input_tokens"] for c in CASES if c["api"].endswith("generate_content"))
     # the cost check is not vacuous: genai-prices knows the hosted models of these cases
     priced = [c["id"] for c in CASES if c["expected"]["usage_reported"] and c["provider"] not in expect.FREE_PROVIDERS
               and not math.isnan(expect.genai_cost(c["expected"]["model"], c["provider"], expect.inclusive(c)))]
@@ -50,7 +47,7 @@ def test_own_cases_are_marked_and_cover_what_the_corpus_lacks():
 
 
 @pytest.mark.parametrize("delivery", DELIVERIES)
-@pytest.mark.parametrize("case,mode", [pytest.param(c, m, id=f"{c['id']}-{m}") for c in CASES for m in sdk.modes(c)])
+@pytest.mark.parametrize("case,mode", [pytest.param(c, m, id=f"{c['id']}-{m}") for c in EXACT for m in sdk.modes(c)])
 def test_own_case_is_recorded_exactly(serve_cases, case, mode, delivery):
     base = serve_cases([case], **DELIVERIES[delivery])
     seen = sdk.run(case, base, mode)
@@ -77,3 +74,21 @@ def test_gemini_cached_content_is_part_of_input(serve_cases, case_id):
     assert record.usage.cached_input_tokens == e["cached_input_tokens"]
     uncached = dict(expect.inclusive(case), cached_input_tokens=0)
     assert record.cost_usd < expect.genai_cost(e["model"], "google", uncached)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "async-aiohttp"])
+def test_gemini_embeddings_without_usage_are_estimated(serve_cases, mode):
+    """A batchEmbedContents answer without usageMetadata: one record, the input counted
+    locally from the texts sent (all of them, and nothing else), no output."""
+    case = load_own("gemini-batch-embed")
+    assert "usageMetadata" not in case["response"]["body"]
+    seen = sdk.run(case, serve_cases([case]), mode)
+    record = only_record()
+    assert seen.kind == "response" and len(seen.value["embeddings"]) == 2
+    assert (record.provider, record.api, record.model) == ("google", "embed_content", case["expected"]["model"])
+    assert record.status == "ok" and record.estimated is True
+    assert record.estimate_method.startswith("tiktoken:")
+    enc = tiktoken.get_encoding("o200k_base")
+    texts = [r["content"]["parts"][0]["text"] for r in case["request"]["body"]["requests"]]
+    assert record.usage.input_tokens == sum(len(enc.encode(t)) for t in texts)
+    assert record.usage.output_tokens == 0

@@ -18,6 +18,7 @@ from .capture import install, uninstall
 from .interaction import LLMInteractionMonitor
 from .monitor import Monitor, Summary, session
 from .pricing import clear_prices, set_deployment, set_price
+from .providers import set_provider
 from .tokens import count_tokens
 
 if TYPE_CHECKING:
@@ -25,8 +26,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["usage", "chart", "summary", "track", "reset", "install", "uninstall", "set_price",
-           "set_deployment", "clear_prices", "count_tokens", "LLMInteractionMonitor", "Monitor",
-           "Summary", "session", "load_ipython_extension", "unload_ipython_extension"]
+           "set_deployment", "set_provider", "clear_prices", "count_tokens", "LLMInteractionMonitor",
+           "Monitor", "Summary", "session", "load_ipython_extension", "unload_ipython_extension"]
 
 
 def usage(by: str | None = None) -> "pd.DataFrame":
