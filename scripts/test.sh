@@ -13,6 +13,9 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+# LlamaIndex's OpenAI adapter still declares openai<3 but runs on it: installed apart, so
+# pip does not downgrade the SDK the other tests need.
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps llama-index-llms-openai
 # No internet here: tiktoken reads its encodings from the shared cache when one is beside us.
 if [ -z "${TIKTOKEN_CACHE_DIR:-}" ] && [ -d ../shared/tiktoken_cache ]; then
   export TIKTOKEN_CACHE_DIR="$(cd ../shared/tiktoken_cache && pwd)"
