@@ -297,7 +297,7 @@ def run_async(case: dict, base: str, *, helper: bool = False, routed: bool = Tru
 
 def run(case: dict, base: str, mode: str, routed: bool = True) -> Seen:
     """``mode``: one of ``modes(case)``."""
-    from . import sdk_cohere, sdk_google, sdk_mistral, sdk_ollama
+    from . import sdk_cohere, sdk_google, sdk_mistral, sdk_ollama  # they import this module
 
     if mode.startswith("mistral-"):
         return sdk_mistral.run(case, base, mode.removeprefix("mistral-"), routed)
@@ -310,13 +310,13 @@ def run(case: dict, base: str, mode: str, routed: bool = True) -> Seen:
 
 def modes(case: dict) -> list[str]:
     """The ways user code calls the case: sync and async; Anthropic's stream helper;
-    google-genai's async client over aiohttp (its default) as well as over httpx2; and
-    Mistral's cases through mistralai's own SDK as well as openai's."""
+    google-genai over httpx 0.x as well as httpx2, and its async client over aiohttp
+    (its default); and Mistral's cases through mistralai's own SDK as well as openai's."""
     out = ["sync", "async"]
     if sdk_of(case) == "anthropic" and is_stream(case):
         out += ["sync-helper", "async-helper"]
     if sdk_of(case) == "google-genai":
-        out += ["async-aiohttp"]
+        out += ["sync-httpx", "async-httpx", "async-aiohttp"]
     if case["provider"] == "mistral":
         out += ["mistral-sync", "mistral-async"]
     return out

@@ -2,10 +2,12 @@
 ``generate_content``, ``generate_content_stream`` and ``embed_content``, sync and async
 (``client.aio``), for the Gemini API and Vertex AI.
 
-google-genai sends sync calls through httpx2 and async ones through aiohttp when it is
-installed (as here), else httpx2. Mode "async" pins httpx2 (a transport in
-``async_client_args`` does that), so it can be routed to the real host; mode
-"async-aiohttp" is the SDK's default, aimed at the replay server itself."""
+google-genai sends sync calls through httpx2, or httpx 0.x when its HTTP options hold
+httpx objects (or GOOGLE_GENAI_HTTP_CLIENT=httpx), and async ones through aiohttp when it
+is installed (as here), unless a transport is given. So modes "sync" and "async" use
+httpx2, "sync-httpx" and "async-httpx" httpx (both chosen by the transport passed,
+which routes them to the real host); "async-aiohttp" is the SDK's default async path,
+aimed at the replay server itself."""
 from __future__ import annotations
 
 import asyncio
@@ -13,11 +15,13 @@ import re
 from typing import Any
 
 import google.auth.credentials
+import httpx
 import httpx2
 from google import genai
 from google.genai import errors, types
 
-from .sdk import HOSTS, AsyncRouteTransport, RouteTransport, Seen, dump, raised
+from .sdk import (HOSTS, AsyncRouteTransport, HttpxAsyncRouteTransport, HttpxRouteTransport, RouteTransport, Seen,
+                  dump, raised)
 
 _PATH = re.compile(r"^/(v[^/]+)/(?:projects/([^/]+)/locations/([^/]+)/publishers/google/)?models/([^/:]+):(\w+)$")
 #: Request fields that google-genai takes in its config rather than as arguments.
@@ -32,19 +36,24 @@ class StandInCredentials(google.auth.credentials.Credentials):
         self.token = "test-token"
 
 
-def make_client(case: dict, base: str, *, routed: bool, aiohttp: bool) -> genai.Client:
+#: backend: (sync transport, async transport, routing sync transport, routing async transport)
+_TRANSPORTS = {"httpx2": (httpx2.HTTPTransport, httpx2.AsyncHTTPTransport, RouteTransport, AsyncRouteTransport),
+               "httpx": (httpx.HTTPTransport, httpx.AsyncHTTPTransport, HttpxRouteTransport, HttpxAsyncRouteTransport)}
+
+
+def make_client(case: dict, base: str, *, routed: bool, backend: str) -> genai.Client:
     """The client a user would build: Gemini API with an API key, or Vertex AI with a
-    project and location (the recorded path's), aimed at the provider's real host and
-    routed to ``base`` unless ``routed`` is False or the async calls go through aiohttp."""
+    project and location (the recorded path's), on ``backend`` ("httpx2", "httpx" or
+    "aiohttp"), aimed at the provider's real host and routed to ``base`` unless
+    ``routed`` is False or the calls go through aiohttp."""
     version, project, location, _, _ = _PATH.match(case["request"]["path"]).groups()
-    routed = routed and not aiohttp
+    routed = routed and backend != "aiohttp"
     options: dict[str, Any] = {"base_url": f"https://{HOSTS[case['provider']]}" if routed else base,
                                "api_version": version, "headers": {"X-Replay-Case": case["id"]}}
-    if routed:
-        options["client_args"] = {"transport": RouteTransport(base)}
-    if not aiohttp:
-        options["async_client_args"] = {"transport": AsyncRouteTransport(base) if routed
-                                        else httpx2.AsyncHTTPTransport()}
+    if backend != "aiohttp":
+        sync, async_, route, async_route = _TRANSPORTS[backend]
+        options["client_args"] = {"transport": route(base) if routed else sync()}
+        options["async_client_args"] = {"transport": async_route(base) if routed else async_()}
     http_options = types.HttpOptions(**options)
     if project:
         return genai.Client(vertexai=True, project=project, location=location,
@@ -83,10 +92,10 @@ def _raised(exc: Exception, events: list) -> Seen:
     return raised(exc, events)
 
 
-def _run_sync(case: dict, base: str, routed: bool) -> Seen:
+def _run_sync(case: dict, base: str, routed: bool, backend: str) -> Seen:
     name, kwargs = call(case)
     events: list = []
-    with make_client(case, base, routed=routed, aiohttp=False) as client:
+    with make_client(case, base, routed=routed, backend=backend) as client:
         try:
             result = getattr(client.models, name)(**kwargs)
             if name != "generate_content_stream":
@@ -98,10 +107,10 @@ def _run_sync(case: dict, base: str, routed: bool) -> Seen:
             return _raised(exc, events)
 
 
-async def _run_async(case: dict, base: str, routed: bool, aiohttp: bool) -> Seen:
+async def _run_async(case: dict, base: str, routed: bool, backend: str) -> Seen:
     name, kwargs = call(case)
     events: list = []
-    async with make_client(case, base, routed=routed, aiohttp=aiohttp).aio as client:
+    async with make_client(case, base, routed=routed, backend=backend).aio as client:
         try:
             result = await getattr(client.models, name)(**kwargs)
             if name != "generate_content_stream":
@@ -114,7 +123,9 @@ async def _run_async(case: dict, base: str, routed: bool, aiohttp: bool) -> Seen
 
 
 def run(case: dict, base: str, mode: str, routed: bool = True) -> Seen:
-    """``mode``: "sync", "async" (httpx2) or "async-aiohttp"."""
-    if mode == "sync":
-        return _run_sync(case, base, routed)
-    return asyncio.run(_run_async(case, base, routed, aiohttp=mode == "async-aiohttp"))
+    """``mode``: "sync" or "async" (httpx2), "sync-httpx" or "async-httpx", or
+    "async-aiohttp"."""
+    kind, _, backend = mode.partition("-")
+    if kind == "sync":
+        return _run_sync(case, base, routed, backend or "httpx2")
+    return asyncio.run(_run_async(case, base, routed, backend or "httpx2"))

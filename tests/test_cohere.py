@@ -95,16 +95,39 @@ def test_tokens_are_read_when_nothing_is_billed(serve_cases, case_id):
     assert (r.usage.input_tokens, r.usage.output_tokens) == (tokens["input_tokens"], tokens["output_tokens"])
 
 
+def _streamed_output(events: list[dict]) -> str:
+    """What a stream generated, as user code received it: text, tool plan, tool calls."""
+    out = []
+    for event in events:
+        message = (event.get("delta") or {}).get("message") or {}
+        if isinstance(message.get("content"), dict):
+            out.append(message["content"].get("text") or "")
+        out.append(message.get("tool_plan") or "")
+        if isinstance(message.get("tool_calls"), dict):
+            fn = message["tool_calls"].get("function") or {}
+            out.append((fn.get("name") or "") + (fn.get("arguments") or ""))
+    return "".join(out)
+
+
 @pytest.mark.parametrize("mode", ["sync", "async"])
-def test_stream_without_usage_is_estimated(serve_cases, mode):
-    """A message-end without usage: counted locally from the messages sent and the text
-    streamed, flagged as an estimate, never 0 / 0 as if exact."""
-    case = _edit_usage(load_own("cohere-v2-chat-stream"), lambda delta: delta.pop("usage"))
+@pytest.mark.parametrize("case_id", ["cohere-v2-chat-stream", "cohere-v2-chat-stream-tools"])
+def test_stream_without_usage_is_estimated(serve_cases, case_id, mode):
+    """A message-end without usage: counted locally from what was sent (messages and tool
+    definitions) and what streamed (text, tool plan, tool calls), flagged as an estimate,
+    never 0 / 0 as if exact."""
+    case = _edit_usage(load_own(case_id), lambda delta: delta.pop("usage"))
     seen = sdk.run(case, serve_cases([case]), mode)
     r = only_record()
     assert r.status == "ok" and r.estimated is True and r.estimate_method.startswith("tiktoken:")
+    assert r.model == case["request"]["body"]["model"]
     enc = tiktoken.get_encoding("o200k_base")
-    text = "".join(e["delta"]["message"]["content"]["text"] for e in seen.value if e["type"] == "content-delta")
-    assert text and r.usage.output_tokens == len(enc.encode(text))
-    prompt = case["request"]["body"]["messages"][0]["content"]
-    assert r.usage.input_tokens == len(enc.encode(prompt))
+    generated = _streamed_output(seen.value)
+    assert generated and r.usage.output_tokens == len(enc.encode(generated))
+    body = case["request"]["body"]
+    sent = len(enc.encode(body["messages"][0]["content"]))
+    if body.get("tools"):
+        sent += len(enc.encode(json.dumps(body["tools"])))
+    assert r.usage.input_tokens == sent
+    # roughly what Cohere billed for the same exchange
+    billed = _usage_of(load_own(case_id))["billed_units"]
+    assert 0.5 * billed["output_tokens"] <= r.usage.output_tokens <= 1.5 * billed["output_tokens"]

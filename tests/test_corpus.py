@@ -81,7 +81,7 @@ def test_every_case_is_driven():
                                          "generate_content", "stream_generate_content", "embed_content",
                                          "ollama_chat", "ollama_generate"}
     modes = {mode for case in CASES for mode in sdk.modes(case)}
-    assert {"async-aiohttp", "mistral-sync", "mistral-async"} <= modes
+    assert {"sync-httpx", "async-httpx", "async-aiohttp", "mistral-sync", "mistral-async"} <= modes
 
 
 @pytest.mark.parametrize("case,mode", PARAMS)
@@ -132,8 +132,6 @@ def test_case_is_recorded_exactly(replay, case, mode):
     expect.check_row(record)
 
 
-@pytest.mark.xfail(strict=True, reason="tokmagic/capture/aiohttp.py records url.host without its port "
-                                      "(reported to the lead); remove this mark once it keeps the port")
 def test_aiohttp_records_the_port(replay):
     """A call over aiohttp to a local server is recorded with the server's port, as over
     httpx: the port is what tells local servers apart (11434 is Ollama's)."""

@@ -3,8 +3,9 @@ SDK that sends it (openai, anthropic, google-genai over httpx2 and aiohttp, olla
 mistralai), sync and async, whole, streamed and through Anthropic's stream helper, the
 objects the SDK returns (or the exception it raises) are identical with tokmagic
 installed and uninstalled. The SDKs use their own default HTTP clients here, aimed at the
-replay server. Raw responses of openai and anthropic keep working too (``elapsed``
-included)."""
+replay server. tokmagic's own cases (tests/cases: Cohere, more Ollama and Gemini) are
+compared the same way. Raw responses of openai and anthropic keep working too
+(``elapsed`` included)."""
 from __future__ import annotations
 
 import datetime
@@ -15,7 +16,7 @@ import tokmagic
 from tokmagic.monitor import session
 
 from . import sdk
-from .conftest import all_cases
+from .conftest import all_cases, own_cases
 
 CASES = [c for c in all_cases() if sdk.sdk_of(c)]
 RAW_CASES = [c for c in CASES if sdk.sdk_of(c) in ("openai", "anthropic")]
@@ -35,9 +36,7 @@ def _both(fn):
     return off, on, off_records, session.records()
 
 
-@pytest.mark.parametrize("case,mode", [pytest.param(c, m, id=f"{c['id']}-{m}") for c in CASES for m in sdk.modes(c)])
-def test_sdk_sees_the_same_objects(replay, case, mode):
-    off, on, off_records, on_records = _both(lambda: sdk.run(case, replay, mode, routed=False))
+def _assert_same(case: dict, off, on, off_records: list, on_records: list) -> None:
     assert off_records == []
     assert len(on_records) == 1
     assert on.comparable() == off.comparable()
@@ -51,11 +50,24 @@ def test_sdk_sees_the_same_objects(replay, case, mode):
         assert on.exc.body == off.exc.body
 
 
+@pytest.mark.parametrize("case,mode", [pytest.param(c, m, id=f"{c['id']}-{m}") for c in CASES for m in sdk.modes(c)])
+def test_sdk_sees_the_same_objects(replay, case, mode):
+    _assert_same(case, *_both(lambda: sdk.run(case, replay, mode, routed=False)))
+
+
+@pytest.mark.parametrize("case,mode", [pytest.param(c, m, id=f"{c['id']}-{m}") for c in own_cases()
+                                       for m in sdk.modes(c)])
+def test_sdk_sees_the_same_objects_own_cases(serve_cases, case, mode):
+    base = serve_cases([case], compress=True, split_seed=11)
+    _assert_same(case, *_both(lambda: sdk.run(case, base, mode, routed=False)))
+
+
 def test_every_sdk_is_compared():
-    """The comparison above covers every SDK and both of google-genai's async transports."""
+    """The comparisons above cover every SDK and both of google-genai's async transports."""
     assert {sdk.sdk_of(c) for c in CASES} == {"openai", "anthropic", "google-genai", "ollama"}
+    assert {sdk.sdk_of(c) for c in own_cases()} == {"openai", "google-genai", "ollama", "cohere"}
     modes = {m for c in CASES for m in sdk.modes(c)}
-    assert {"async-aiohttp", "mistral-sync", "mistral-async"} <= modes
+    assert {"sync-httpx", "async-httpx", "async-aiohttp", "mistral-sync", "mistral-async"} <= modes
 
 
 RAW = [pytest.param(c, m, id=f"{c['id']}-{m}") for c in RAW_CASES

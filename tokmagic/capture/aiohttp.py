@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Callable
 
 from ..protocols import recognise
-from .exchange import Exchange, StreamWatcher, contained, in_exchange
+from .exchange import Exchange, StreamWatcher, contained, header_pairs, in_exchange
 from .patching import cannot_patch, unwrap, wrap
 
 MODULES = ("aiohttp",)
@@ -49,7 +49,10 @@ def _begin(session, str_or_url, kwargs: dict) -> Exchange | None:
     protocol = recognise("POST", path)
     if protocol is None or in_exchange.get():
         return None
-    return Exchange(protocol, url.host or "", path, _request_body(kwargs))
+    host = url.host or ""
+    if not url.is_default_port() and url.port is not None:
+        host = f"{host}:{url.port}"
+    return Exchange(protocol, host, path, _request_body(kwargs), header_pairs(kwargs.get("headers")))
 
 
 def _observe(exchange: Exchange, response, decompressed: bool) -> None:

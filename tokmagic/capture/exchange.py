@@ -42,6 +42,13 @@ _CALL_ID_HEADERS = (b"idempotency-key", b"amz-sdk-invocation-id")
 _IDENTITY_HEADERS = (*_CALL_ID_HEADERS, b"x-stainless-retry-count", b"amz-sdk-request")
 
 
+def header_pairs(headers: Any) -> Iterable[tuple[Any, Any]]:
+    """(name, value) pairs from a mapping or a list of pairs, as HTTP libraries take them."""
+    if headers is None:
+        return ()
+    return headers.items() if hasattr(headers, "items") else headers
+
+
 def retry_identity(headers: Iterable[tuple[Any, Any]]) -> tuple[str, int]:
     """The logical call an HTTP attempt belongs to, and its attempt number (from 1), from
     the request headers as (name, value) pairs of bytes or str."""

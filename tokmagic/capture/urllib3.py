@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Callable
 
 from ..protocols import recognise
-from .exchange import Exchange, StreamWatcher, contained, in_exchange
+from .exchange import Exchange, StreamWatcher, contained, header_pairs, in_exchange
 from .patching import cannot_patch, unwrap, wrap
 
 MODULES = ("urllib3",)
@@ -67,10 +67,10 @@ def _forget(response) -> None:
 
 def _begin(pool, url: str, args: tuple, kwargs: dict, parse_url) -> Exchange | None:
     """An Exchange for an LLM request, None for any other."""
-    host = pool.host
+    host, port = pool.host, pool.port
     if not url.startswith("/"):  # an absolute URL: sent through a proxy
         parsed = parse_url(url)
-        host, url = parsed.host or host, parsed.path or "/"
+        host, port, url = parsed.host or host, parsed.port, parsed.path or "/"
     path = url.split("?", 1)[0]
     protocol = recognise("POST", path)
     if protocol is None or in_exchange.get():
@@ -80,7 +80,11 @@ def _begin(pool, url: str, args: tuple, kwargs: dict, parse_url) -> Exchange | N
         body = body.encode("utf-8")
     elif not isinstance(body, bytes):
         body = None  # a file or an iterator: not read by tokmagic
-    return Exchange(protocol, host, path, body)
+    headers = kwargs["headers"] if "headers" in kwargs else args[1] if len(args) > 1 else None
+    if port not in (None, 80, 443):
+        host = f"{host}:{port}"
+    # the headers carry botocore's invocation id and attempt number, which group retries
+    return Exchange(protocol, host, path, body, header_pairs(headers))
 
 
 def _make_request_wrapper(original: Callable, parse_url) -> Callable:

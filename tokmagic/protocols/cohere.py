@@ -16,6 +16,7 @@ v2 chat answers carry ``usage``; v1 answers and embeddings carry ``meta``. v2 st
 Server-Sent Events whose ``message-end`` event carries ``delta.usage``."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..records import Usage
@@ -34,8 +35,9 @@ def cohere_usage(u: Any) -> Usage | None:
 
 
 def _calls_text(calls: Any, out: list[str]) -> None:
-    """Tool calls are output tokens too: their names and arguments."""
-    for call in calls if isinstance(calls, list) else [calls] if isinstance(calls, dict) else ():
+    """Tool calls are output tokens too: their names and arguments. A whole message has a
+    list of calls; a stream's tool-call events carry one call each."""
+    for call in [calls] if isinstance(calls, dict) else calls if isinstance(calls, list) else ():
         fn = call.get("function") if isinstance(call, dict) else None
         if isinstance(fn, dict):
             out.extend(v for v in (fn.get("name"), fn.get("arguments")) if isinstance(v, str))
@@ -59,7 +61,7 @@ class ChatStream(StreamReader):
     end in ``message-end``."""
 
     def event(self, name: str | None, data: str) -> None:
-        if data.startswith("[DONE]"):
+        if data.startswith("[DONE]"):  # a closing sentinel, which the SDK accepts too
             return
         event = loads(data)
         if not isinstance(event, dict):
@@ -91,11 +93,14 @@ class Chat(Protocol):
         return ChatStream()
 
     def estimate_input(self, request: dict, count) -> tuple[int, bool]:
+        """The messages' text, and the tool definitions, which are input too."""
         texts = [request.get("message"), request.get("preamble")]  # v1
         for msg in request.get("messages") or request.get("chat_history") or ():
             content = msg.get("content", msg.get("message")) if isinstance(msg, dict) else None
             parts = content if isinstance(content, list) else [content]
             texts += [p.get("text") if isinstance(p, dict) else p for p in parts]
+        if request.get("tools"):
+            texts.append(json.dumps(request["tools"]))
         return sum(count(t) for t in texts if isinstance(t, str)), True
 
 
