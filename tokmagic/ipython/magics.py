@@ -3,7 +3,6 @@
 and shows the result."""
 from __future__ import annotations
 
-import asyncio
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator
 
@@ -91,6 +90,8 @@ class TokMagic(Magics):
     def _awaits_in_running_loop(self, cell: str) -> bool:
         """Whether the body needs an event loop while one already runs this cell (as in
         ipykernel): run_cell would fail with "This event loop is already running"."""
+        import asyncio  # here, not at import: it pulls in ssl and subprocess, slowing %load_ext
+
         try:
             asyncio.get_running_loop()
             transformed = self.shell.transform_cell(cell)
