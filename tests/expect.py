@@ -67,12 +67,7 @@ def tokens_of(record) -> dict:
 def check_call(case: dict, mode: str, base: str, record) -> None:
     """Where the call went and what it was."""
     assert record.provider == case["provider"]
-    if mode in sdk.AIOHTTP_MODES:
-        # tokmagic's aiohttp capture records the host without its port for now; that the
-        # port must be kept is checked on its own (test_aiohttp_records_the_port)
-        assert record.host.split(":")[0] == sdk.recorded_host(case, mode, base).split(":")[0]
-    else:
-        assert record.host == sdk.recorded_host(case, mode, base)
+    assert record.host == sdk.recorded_host(case, mode, base)  # with the port: it tells local servers apart
     assert record.api == _API.get(case["api"], case["api"])
     assert record.model == case["expected"]["model"]
     assert record.source == "capture"

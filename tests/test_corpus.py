@@ -132,14 +132,6 @@ def test_case_is_recorded_exactly(replay, case, mode):
     expect.check_row(record)
 
 
-def test_aiohttp_records_the_port(replay):
-    """A call over aiohttp to a local server is recorded with the server's port, as over
-    httpx: the port is what tells local servers apart (11434 is Ollama's)."""
-    case = next(c for c in CASES if c["id"] == "google-generate-basic")
-    sdk.run(case, replay, "async-aiohttp")
-    assert only_record().host == sdk.recorded_host(case, "async-aiohttp", replay)
-
-
 def test_corpus_costs_are_checked_against_real_prices():
     """The cost check above is not vacuous: genai-prices knows the corpus's models."""
     priced = [c["id"] for c in CASES if sdk.sdk_of(c) and c["expected"]["usage_reported"]
