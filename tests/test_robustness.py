@@ -453,7 +453,7 @@ class InjectedFailure(Exception):
 INJECTIONS = {
     "read_body": ("tokmagic.protocols.openai.Chat.read_body", "whole", "unparsed"),
     "stream_event": ("tokmagic.protocols.openai.ChatStream.event", "stream", "unparsed"),
-    "stream_setup": ("tokmagic.capture.exchange.decoder_for", "stream", "unparsed"),
+    "stream_setup": ("tokmagic.capture.outcome.decoder_for", "stream", "unparsed"),
     "record": ("tokmagic.capture.exchange.provider_for", "whole", None),
     "recognise": ("tokmagic.capture.httpx.recognise", "whole", None),
 }

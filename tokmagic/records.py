@@ -79,8 +79,10 @@ class CallRecord:
     attempt: int = 1
     error: str | None = None
     source: str = "capture"
-    #: Work left for when the record is first read (a local estimate, the price): it is
-    #: kept off the user's call path. Dropped once done, so no prompt text lingers.
+    #: Work left for when the record is first read (reading the response, a local
+    #: estimate, the price): it is kept off the user's call path. Until it is done, only
+    #: the scope, times and HTTP facts are final; the monitor's readers resolve it first.
+    #: Dropped once done, so no prompt or response text lingers.
     pending: Any = field(default=None, repr=False, compare=False)
     priced: bool = field(default=False, repr=False, compare=False)
 

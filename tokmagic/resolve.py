@@ -1,5 +1,6 @@
-"""The work done when a record is first read rather than during the user's call: local
-token estimates for responses without usage, and the price."""
+"""The work done when a record is first read rather than during the user's call: what
+the response said (capture.outcome), local token estimates for responses without usage,
+and the price."""
 from __future__ import annotations
 
 import json
@@ -50,9 +51,10 @@ class Estimate:
 
 
 def resolve(record: CallRecord) -> None:
-    """Fill in a record's estimates and price; safe to call once per record."""
-    pending, record.pending = record.pending, None
-    if pending is not None:
+    """Read what a record's response said, fill in estimates and price; safe to call
+    once per record. Each step done may leave the next one pending."""
+    while record.pending is not None:
+        pending, record.pending = record.pending, None
         try:
             pending.apply(record)
         except Exception as exc:  # an estimate is a nicety; reading usage must not fail

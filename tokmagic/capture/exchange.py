@@ -5,33 +5,25 @@ request: every failure is contained, warned about once, and recorded as "unparse
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from contextvars import ContextVar
 from typing import Any, Iterable
 
 from ..monitor import session
-from ..protocols import Protocol, Reading, StreamReader, provider_for
-from ..protocols.eventstream import EventStreamReader
-from ..protocols.sse import NDJSONReader, SSEReader
+from ..protocols import Protocol, Reading, provider_for
 from ..providers import deployment_of
-from ..records import BACKGROUND, CallRecord, Usage
-from ..resolve import Estimate
-from ..warn import warn_once
-from .decoding import decoder_for
+from ..records import BACKGROUND, CallRecord
+from .outcome import Known, Outcome, StreamParse, Unread, contained, framing_of
 
 #: Set while an exchange is in flight, so that a library layered on another HTTP client
 #: (or tokmagic's own requests) is not recorded a second time.
 in_exchange: ContextVar[bool] = ContextVar("tokmagic_in_exchange", default=False)
 
-#: The largest non-SSE body tokmagic copies while the caller streams it.
+#: Raw bytes of one stream kept to read later; past this, it is read as it comes, so
+#: that its copy stays small.
+_READ_ALONG = 1024 * 1024
+#: The largest whole body tokmagic copies while the caller reads it.
 _MAX_BODY = 32 * 1024 * 1024
-
-
-def contained(what: str, exc: BaseException) -> None:
-    warn_once(f"internal:{what}:{type(exc).__name__}",
-              f"tokmagic: could not read an LLM response ({what}: {exc!r}); the call itself "
-              "was not affected. Please report this with your SDK and its version.")
 
 
 _call_numbers = itertools.count(1)
@@ -108,108 +100,100 @@ class Exchange:
     # -- outcomes ------------------------------------------------------------------
     def failed(self, exc: BaseException) -> None:
         """The request got no response (connection refused, timeout, interrupt)."""
-        self._finish("error", Reading(), error=type(exc).__name__)
+        self.finish(self.known("error", error=type(exc).__name__))
 
     def body(self, status: int, content: bytes) -> None:
         """A whole (decoded) response body."""
         self.http_status = status
-        self._finish(*self._read_body(content))
+        self.finish(Unread(self.protocol, self.path, self.request_body, status, None, None,
+                           [content], len(content)))
 
     def watch(self, status: int, content_type: str, content_encoding: str | None) -> "StreamWatcher":
         """A watcher for a body the caller will read piece by piece."""
         self.http_status = status
         return StreamWatcher(self, content_type, content_encoding)
 
-    def _read_body(self, content: bytes) -> tuple[str, Reading]:
-        if self.http_status and self.http_status >= 400:
-            return "error", Reading()
-        try:
-            reading = self.protocol.read_body(json.loads(content))
-            return ("unparsed", Reading()) if reading is None else ("ok", reading)
-        except ValueError:
-            return "unparsed", Reading()
-        except Exception as exc:
-            contained("body", exc)
-            return "unparsed", Reading()
+    def known(self, status: str, reading: Reading | None = None, error: str | None = None) -> Known:
+        return Known(self.protocol, self.path, self.request_body, status, reading or Reading(), error)
 
-    def _finish(self, status: str, reading: Reading, ttft: float = float("nan"),
-                error: str | None = None) -> None:
+    def finish(self, outcome: Outcome, ttft: float = float("nan")) -> None:
+        """Make the record, with what the response said left to read when it is read."""
         if self.done:
             return
         self.done = True
         try:
-            latency = time.perf_counter() - self.start
-            usage = reading.usage
             scope = self.scope
             record = CallRecord(
                 time=self.time, provider=provider_for(self.host, self.path, self.protocol),
-                api=self.protocol.api, model=reading.model or self.protocol.path_model(self.path),
-                stream=self.stream, status=status,
+                api=self.protocol.api, model=None, stream=self.stream, status="ok",
                 http_status=self.http_status, host=self.host, deployment=deployment_of(self.path),
-                usage=Usage() if usage is None else usage, latency_s=latency, ttft_s=ttft,
+                latency_s=time.perf_counter() - self.start, ttft_s=ttft,
                 cell=None if scope.ended else scope.cell, cell_id=None if scope.ended else scope.cell_id,
                 tag=scope.tag, background=scope.ended or scope is BACKGROUND,
-                call_id=self.call_id, attempt=self.attempt,
-                error=reading.error or error)
-            if status in ("ok", "interrupted") and (usage is None or not reading.output_final):
-                record.pending = Estimate(self.protocol, self.request_body, reading)
-            elif record.model is None and self.request_body:
-                record.pending = Estimate(self.protocol, self.request_body, None)
+                call_id=self.call_id, attempt=self.attempt)
             self.request_body = None
+            if isinstance(outcome, Unread) and not outcome.hold():
+                outcome.apply(record)  # too much held unread: read this one now
+            else:
+                record.pending = outcome
             session.add(record)
         except Exception as exc:
             contained("record", exc)
 
 
 class StreamWatcher:
-    """Sees each piece of a streamed body as the caller pulls it; never reads ahead."""
+    """Sees each piece of a body as the caller pulls it, never reading ahead. The pieces
+    are kept raw and read when the record is; a long stream (or AWS's binary framing,
+    where the SDK may stop at an event without closing the body) is read as it arrives."""
 
-    __slots__ = ("exchange", "decode", "reader", "stream_reader", "body", "size", "ttft", "broken")
+    __slots__ = ("exchange", "framing", "encoding", "chunks", "size", "parse", "ttft", "broken")
 
     def __init__(self, exchange: Exchange, content_type: str, content_encoding: str | None) -> None:
         self.exchange = exchange
         self.ttft = float("nan")
-        self.body: list[bytes] | None = None
+        self.chunks: list[bytes] = []
         self.size = 0
-        self.stream_reader: StreamReader | None = None
-        self.reader = None
+        self.encoding = content_encoding
+        self.parse: StreamParse | None = None
         self.broken = False
-        try:
-            self.decode = decoder_for(content_encoding)
-            ctype = (content_type or "").lower()
-            binary = "vnd.amazon.eventstream" in ctype  # AWS's framing (Bedrock)
-            framed = binary or "event-stream" in ctype or "ndjson" in ctype or "jsonl" in ctype
-            if framed and (exchange.http_status or 0) < 400:
-                exchange.stream = True
-                self.stream_reader = exchange.protocol.stream_reader()
-                sink = self.stream_reader.event
-                self.reader = (EventStreamReader(sink) if binary else SSEReader(sink)
-                               if "event-stream" in ctype else NDJSONReader(sink))
-            else:
-                self.body = []
-        except Exception as exc:
-            self._break("stream setup", exc)
+        self.framing = framing_of(content_type or "") if (exchange.http_status or 0) < 400 else None
+        exchange.stream = self.framing is not None
+        if self.framing == "eventstream":
+            self._read_along()
 
     def _break(self, what: str, exc: BaseException) -> None:
         self.broken = True
+        self.chunks = []
         contained(what, exc)
+
+    def _read_along(self) -> None:
+        """From now on, read each piece as it comes (what came so far first)."""
+        try:
+            self.parse = StreamParse(self.exchange.protocol, self.framing, self.encoding)
+            chunks, self.chunks = self.chunks, []
+            for chunk in chunks:
+                self.parse.feed(chunk)
+        except Exception as exc:
+            self._break("stream", exc)
 
     def feed(self, data: bytes) -> None:
         if self.ttft != self.ttft and data:
             self.ttft = time.perf_counter() - self.exchange.start
         if self.broken:
             return
+        if self.parse is None:
+            self.chunks.append(data)
+            self.size += len(data)
+            if self.framing is None:
+                if self.size > _MAX_BODY:  # not an answer tokmagic can read: keep no copy
+                    self.broken, self.chunks = True, []
+            elif self.size > _READ_ALONG:
+                self._read_along()
+            return
         try:
-            if self.decode is not None:
-                data = self.decode(data)
-            if self.reader is not None:
-                self.reader.feed(data)
-                if self.stream_reader.ended:
-                    self.end()
-            else:
-                self.size += len(data)
-                self.body.append(data)
-                self.broken = self.size > _MAX_BODY
+            self.parse.feed(data)
+            if self.parse.events.ended:
+                self.end()
         except Exception as exc:
             self._break("stream", exc)
 
@@ -218,27 +202,20 @@ class StreamWatcher:
         ex = self.exchange
         if ex.done:
             return
+        why = None if error is None else type(error).__name__
         if self.broken:
-            ex._finish("unparsed", Reading(), self.ttft)
-            return
-        if self.reader is None:  # a whole body, delivered through the stream
-            status, reading = ex._read_body(b"".join(self.body)) if error is None else ("interrupted", Reading())
-            ex._finish(status, reading, self.ttft, error=type(error).__name__ if error else None)
-            return
-        cut = False
-        try:
-            if error is None:
-                cut = bool(self.reader.close())  # the body ended inside an event
-        except Exception as exc:
-            self._break("stream end", exc)
-            ex._finish("unparsed", Reading(), self.ttft)
-            return
-        reading = self.stream_reader.reading
-        # a body that ended cleanly is complete unless its final count never came (an
-        # Anthropic stream closed after message_start, before any message_delta)
-        ok = reading.complete or (error is None and reading.output_final and not cut)
-        ex._finish("ok" if ok else "interrupted", reading, self.ttft,
-                   error=None if ok else type(error).__name__ if error else "IncompleteStream")
+            outcome = ex.known("unparsed")
+        elif self.parse is not None:
+            try:
+                outcome = ex.known(*self.parse.finish(why))
+            except Exception as exc:
+                contained("stream end", exc)
+                outcome = ex.known("unparsed")
+        else:
+            outcome = Unread(ex.protocol, ex.path, ex.request_body, ex.http_status, self.framing,
+                             self.encoding, self.chunks, self.size, why)
+        self.chunks, self.broken = [], True  # anything read after the end is not this call's
+        ex.finish(outcome, self.ttft)
 
     def closed(self) -> None:
         """The caller closed the body; if it had not reached the end, it was interrupted

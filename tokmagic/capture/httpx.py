@@ -61,6 +61,13 @@ class _Watched:
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
+    @property
+    def stream_observer(self):
+        """The anthropic SDK looks for this optional hook on the body at every event:
+        answered here, as None where the wrapped body has none, because a miss through
+        __getattr__ raises twice and would cost more per event than the rest of capture."""
+        return getattr(self._inner, "stream_observer", None)
+
     def __del__(self) -> None:
         # a response dropped before its body was read (a stream never iterated) is still
         # one call: recorded as interrupted, with what the request says
