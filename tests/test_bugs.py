@@ -15,11 +15,13 @@ import math
 import re
 import threading
 import time
+import urllib.parse
 
 import pytest
 import tiktoken
 
 import tokmagic
+from tokmagic import providers
 from tokmagic.monitor import session
 from tokmagic.warn import TokmagicWarning
 
@@ -607,6 +609,10 @@ def _08_call(variant: str, base: str, prompt: str):
         llm = AzureChatOpenAI(azure_deployment=deployment, **common)
         message = llm.invoke(prompt)
         return message.content, message.usage_metadata, message.response_metadata
+    if variant == "v1":  # Azure's v1 routes: the deployment is the request's model
+        with openai.OpenAI(base_url=f"{base}/openai/v1/", api_key="test-key",
+                           default_headers=common["default_headers"]) as client:
+            return client.chat.completions.create(model=deployment, messages=messages).model_dump()
     with openai.AzureOpenAI(**common) as client:  # "no-model": the response names none
         return client.chat.completions.create(model=deployment, messages=messages).model_dump()
 
@@ -616,7 +622,7 @@ def _08_cases(bug: dict) -> list[dict]:
     no_model = copy.deepcopy(whole)
     no_model["response"]["body"].pop("model")
     return [{**whole, "id": "08-async"}, {**whole, "id": "08-langchain"}, _08_stream_case(bug),
-            {**no_model, "id": "08-no-model"}]
+            {**no_model, "id": "08-no-model"}, {**whole, "id": "08-v1"}]
 
 
 def _assert_08_record(bug: dict, r) -> None:
@@ -668,12 +674,18 @@ def test_08_unmapped_family_name_is_priced_with_a_warning(serve_cases, fixture_p
 
 
 @pytest.mark.parametrize("mapped", [True, False], ids=["mapped", "unmapped"])
-@pytest.mark.parametrize("variant", ["async", "stream", "langchain", "no-model"])
-def test_08_kind_deployment_variants(serve_cases, fixture_prices, fresh_warnings, variant, mapped):
+@pytest.mark.parametrize("variant", ["async", "stream", "langchain", "no-model", "v1"])
+def test_08_kind_deployment_variants(serve_cases, fixture_prices, fresh_warnings, monkeypatch,
+                                     variant, mapped):
     """The same deployment through the async client, a stream (whose first chunk names no
-    model), LangChain's AzureChatOpenAI, and a response naming no model at all."""
+    model), LangChain's AzureChatOpenAI, a response naming no model at all, and Azure's
+    v1 routes (a plain OpenAI client on ``<resource>/openai/v1/``, the deployment passed
+    as the model; the local server is declared Azure, as its host name would say)."""
     bug = load_bug("08")
     base = serve_cases(_08_cases(bug))
+    if variant == "v1":
+        monkeypatch.setattr(providers, "_declared", {})
+        tokmagic.set_provider(urllib.parse.urlsplit(base).netloc, "azure")
     prices = fixture_prices(bug)
     off, on = without_then_with(lambda: _08_call(variant, base, _08_prompt(bug)))
     assert on == off

@@ -78,6 +78,18 @@ def read_body(protocol: Protocol, http_status: int | None, content: bytes) -> tu
     return ("unparsed", Reading()) if reading is None else ("ok", reading)
 
 
+def v1_deployment(path: str, request_body: bytes | None) -> str | None:
+    """The deployment an Azure OpenAI v1 request (``/openai/v1/...``) calls: the request's
+    ``model``, where older routes put the deployment in the path."""
+    if "/openai/v1/" not in path or not request_body:
+        return None
+    try:
+        model = json.loads(request_body).get("model")
+    except (ValueError, AttributeError):
+        return None
+    return model if isinstance(model, str) and model else None
+
+
 class Outcome:
     """A response's outcome, put into its record by ``apply`` (from resolve)."""
 
@@ -102,6 +114,8 @@ class Outcome:
         record.model = reading.model or self.protocol.path_model(self.path)
         record.usage = Usage() if usage is None else usage
         record.error = reading.error or error
+        if record.provider == "azure" and record.deployment is None:
+            record.deployment = v1_deployment(self.path, self.request_body)
         if status in ("ok", "interrupted") and (usage is None or not reading.output_final):
             record.pending = Estimate(self.protocol, self.request_body, reading)
         elif record.model is None and self.request_body:
