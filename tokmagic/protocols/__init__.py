@@ -1,7 +1,7 @@
 """Which wire format a request speaks, and which provider serves it.
 
-Recognition runs on every HTTP request the kernel makes, so it looks at the path alone
-first, with one C-level suffix test, before anything else."""
+Recognition runs on every HTTP request the kernel makes, so it looks at the path's last
+few characters alone first, before anything else."""
 from __future__ import annotations
 
 from .. import providers
@@ -34,17 +34,20 @@ _ENDINGS: dict[str, Protocol] = {
     "/invoke": bedrock.INVOKE,
     "/invoke-with-response-stream": bedrock.INVOKE,
 }
-_SUFFIXES = tuple(_ENDINGS)
+#: The last characters of every ending (as many as the shortest has): a path ending in
+#: none of these is no LLM call, told with one slice and one set lookup.
+_TAIL = min(map(len, _ENDINGS))
+_TAILS = frozenset(e[-_TAIL:] for e in _ENDINGS)
 #: Longest ending first, so "/api/embeddings" is not taken for OpenAI's "/embeddings".
 _BY_LENGTH = sorted(_ENDINGS.items(), key=lambda item: -len(item[0]))
 
 
 def recognise(method: str, path: str) -> Protocol | None:
     """The wire format of a request, from its method and path; None for anything else."""
-    if not path.endswith(_SUFFIXES) or method != "POST":
+    if path[-_TAIL:] not in _TAILS or method != "POST":
         return None
-    protocol = next(protocol for ending, protocol in _BY_LENGTH if path.endswith(ending))
-    return protocol if protocol.recognises(path) else None
+    protocol = next((protocol for ending, protocol in _BY_LENGTH if path.endswith(ending)), None)
+    return protocol if protocol is not None and protocol.recognises(path) else None
 
 
 def provider_for(host: str, path: str, protocol: Protocol) -> str:
