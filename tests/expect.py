@@ -19,6 +19,10 @@ from . import sdk
 
 TOKEN_FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
                 "reasoning_tokens")
+#: Own cases tokmagic cannot read yet, and what each waits for: their tests are strict
+#: expected failures, so they start passing (and must be unmarked) once that lands.
+PENDING = {"cohere-v1-chat-stream": "needs content type application/stream+json (Cohere's v1 chat "
+                                    "stream) recognised as a stream, framed as NDJSON"}
 #: Local servers: their calls cost 0 by declaration, whatever any price list says.
 FREE_PROVIDERS = {"ollama"}
 #: genai-prices keeps Vertex AI's Gemini prices under "google".

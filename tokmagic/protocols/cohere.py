@@ -13,7 +13,9 @@ is counted on the ``tokens`` scale, so it cannot be taken as a part of the bille
 and is not read. Responses do not name the model: it is the request's.
 
 v2 chat answers carry ``usage``; v1 answers and embeddings carry ``meta``. v2 streams are
-Server-Sent Events whose ``message-end`` event carries ``delta.usage``."""
+Server-Sent Events whose ``message-end`` event carries ``delta.usage``. v1 streams are one
+JSON object a line (``application/stream+json``), told apart by ``event_type``; the last,
+``stream-end``, holds the whole answer in ``response``, counts in ``response.meta``."""
 from __future__ import annotations
 
 import json
@@ -43,6 +45,14 @@ def _calls_text(calls: Any, out: list[str]) -> None:
             out.extend(v for v in (fn.get("name"), fn.get("arguments")) if isinstance(v, str))
 
 
+def _v1_calls_text(calls: Any, out: list[str]) -> None:
+    """v1 tool calls (a whole answer's, or a stream's ``tool-calls-generation``): a name
+    and the parameters as an object."""
+    for call in calls if isinstance(calls, list) else ():
+        if isinstance(call, dict) and isinstance(call.get("name"), str):
+            out += [call["name"], json.dumps(call.get("parameters") or {})]
+
+
 def _message_text(message: Any, out: list[str]) -> None:
     """The output of a v2 message (whole, or one stream delta's ``message``)."""
     if not isinstance(message, dict):
@@ -57,14 +67,21 @@ def _message_text(message: Any, out: list[str]) -> None:
 
 
 class ChatStream(StreamReader):
-    """A v2 chat stream: text in ``content-delta`` (and tool events), the counts and the
-    end in ``message-end``."""
+    """A chat stream, v2 or v1 (each event says which). v2: text in ``content-delta`` (and
+    tool events), the counts and the end in ``message-end``. v1: see ``_v1_event``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._v1_call_chunks = False  # whether v1 tool calls came in pieces
 
     def event(self, name: str | None, data: str) -> None:
         if data.startswith("[DONE]"):  # a closing sentinel, which the SDK accepts too
             return
         event = loads(data)
         if not isinstance(event, dict):
+            return
+        if "event_type" in event:
+            self._v1_event(event)
             return
         r = self.reading
         delta = event.get("delta") if isinstance(event.get("delta"), dict) else {}
@@ -74,6 +91,33 @@ class ChatStream(StreamReader):
             r.usage = cohere_usage(delta.get("usage"))
             if delta.get("error"):
                 r.error = str(delta["error"])
+
+    def _v1_event(self, event: dict) -> None:
+        """Text in ``text-generation``; a tool plan (``text``) and tool calls (name and
+        argument pieces) in ``tool-calls-chunk``; ``tool-calls-generation`` repeats the
+        whole calls, so it is counted only when no pieces came; ``stream-end`` repeats
+        the whole text, so only its counts are read."""
+        r, kind = self.reading, event.get("event_type")
+        if kind == "text-generation" and isinstance(event.get("text"), str):
+            r.output_text.append(event["text"])
+        elif kind == "tool-calls-chunk":
+            if isinstance(event.get("text"), str):
+                r.output_text.append(event["text"])
+            delta = event.get("tool_call_delta")
+            if isinstance(delta, dict):
+                self._v1_call_chunks = True
+                r.output_text.extend(v for v in (delta.get("name"), delta.get("parameters")) if isinstance(v, str))
+        elif kind == "tool-calls-generation" and not self._v1_call_chunks:
+            if isinstance(event.get("text"), str):
+                r.output_text.append(event["text"])
+            _v1_calls_text(event.get("tool_calls"), r.output_text)
+        elif kind == "stream-end":
+            r.complete = True
+            response = event.get("response") if isinstance(event.get("response"), dict) else {}
+            r.usage = cohere_usage(response.get("meta"))
+            finish = event.get("finish_reason")
+            if isinstance(finish, str) and finish.startswith("ERROR"):  # ERROR, ERROR_TOXIC, ERROR_LIMIT
+                r.error = finish
 
 
 class Chat(Protocol):
@@ -87,6 +131,7 @@ class Chat(Protocol):
             _message_text(body.get("message"), r.output_text)
             if isinstance(body.get("text"), str):  # v1
                 r.output_text.append(body["text"])
+            _v1_calls_text(body.get("tool_calls"), r.output_text)
         return r
 
     def stream_reader(self) -> StreamReader:

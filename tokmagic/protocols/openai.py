@@ -111,6 +111,30 @@ def estimate_messages(messages: list, count, model: str | None, tools: list | No
 # -- Chat Completions ---------------------------------------------------------------
 
 class ChatStream(StreamReader):
+    """Chat chunks. With n > 1 the choices' chunks interleave, each naming its choice's
+    ``index``; each choice's text is kept together, choice after choice, so an estimate
+    counts every choice's text as it was generated rather than a mix of all of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ends: list[int] = []  # where each choice's text ends in output_text
+
+    def _add(self, choice: dict) -> None:
+        index = choice.get("index")
+        index = index if type(index) is int and 0 <= index < 1024 else 0
+        ends, out = self._ends, self.reading.output_text
+        while len(ends) <= index:
+            ends.append(len(out))
+        if index == len(ends) - 1:  # the last choice (the only one when n = 1): at the end
+            _choice_text(choice, out)
+            ends[index] = len(out)
+            return
+        pieces: list[str] = []
+        _choice_text(choice, pieces)
+        out[ends[index]:ends[index]] = pieces
+        for i in range(index, len(ends)):
+            ends[i] += len(pieces)
+
     def event(self, name: str | None, data: str) -> None:
         r = self.reading
         if data.startswith("[DONE]"):
@@ -127,7 +151,8 @@ class ChatStream(StreamReader):
         if chunk.get("error"):
             r.error = str(dig(chunk, "error", "message") or chunk["error"])
         for choice in chunk.get("choices") or ():
-            _choice_text(choice, r.output_text)
+            if isinstance(choice, dict):
+                self._add(choice)
 
 
 class Chat(Protocol):
