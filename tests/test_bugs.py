@@ -27,6 +27,7 @@ from tokmagic.warn import TokmagicWarning
 
 from . import sdk
 from .conftest import bug_cases, load_bug, load_case, load_own, replay_server
+from .pictures import png_base64, png_data_url
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -913,6 +914,140 @@ def test_12_kind_embeddings_other_clients(serve_cases, client):
     assert r.api == "embeddings" and r.status == "ok" and not r.estimated
     assert r.provider == ("azure" if azure else "openai")
     assert (r.usage.input_tokens, r.usage.output_tokens) == (8, 0)
+
+
+# -- 13 image-counted-as-text ---------------------------------------------------------
+
+def _13_parts(body: dict) -> tuple[str, dict]:
+    """The prompt's text and its image_url part."""
+    text, image = body["messages"][0]["content"]
+    return text["text"], image["image_url"]
+
+
+def _13_prompt_tokens(text: str, image_tokens: int, model: str) -> int:
+    """One user message by the Cookbook's rule (FACTS.md §2: 3 priming the reply, 3 a
+    message, its role, its text), plus the image by its own rule."""
+    return 3 + 3 + tiktoken_count("user", model) + tiktoken_count(text, model) + image_tokens
+
+
+def test_13_image_is_not_counted_as_text(serve_cases, fixture_prices):
+    bug = load_bug("13")
+    base = serve_cases(bug_cases(bug))
+    fixture_prices(bug)
+    text, image = _13_parts(bug["exchanges"][0]["request"]["body"])
+    (_, printed_off), (_, printed_on) = without_then_with(lambda: run_user_code(bug, base, DATA_URL=image["url"]))
+    assert printed_on == printed_off == "It is a noisy mix of colours."
+    exact, streamed = records(2)
+    first, second = bug["expected"]["per_call"]
+    assert (exact.usage.input_tokens, exact.usage.output_tokens) == (first["input_tokens"], first["output_tokens"])
+    assert exact.estimated is first["estimated"] is False
+    assert exact.cost_usd == pytest.approx(bug["expected"]["expected_cost_usd_call1"], rel=1e-9)
+    assert streamed.estimated is second["estimated"] is True
+    assert streamed.estimate_method == "tiktoken:o200k_base"  # every part had a rule
+    lo, hi = second["input_tokens_range"]
+    assert lo <= streamed.usage.input_tokens <= hi
+    lo, hi = second["output_tokens_range"]
+    assert lo <= streamed.usage.output_tokens <= hi
+    # low detail on gpt-4o-mini is its fixed base, 2833 (FACTS.md §3), whatever the picture;
+    # the data URL, as text, would have been thousands of tokens more
+    assert image["detail"] == "low"
+    assert streamed.usage.input_tokens == _13_prompt_tokens(text, 2833, "gpt-4o-mini")
+    assert tiktoken_count(image["url"]) > 2000
+    # must not: keep the base64 payload where the user's data is shown, or at all
+    payload = image["url"].split(",", 1)[1][:64]
+    assert not any(payload in str(value) for value in tokmagic.usage().to_numpy().ravel())
+    assert all(r.pending is None for r in session.records())
+
+
+REMOTE_13 = "https://upload.example.com/tabby-cat.png"
+VARIANTS_13 = {
+    # variant: (model, its dated snapshot, the image_url part, the image's tokens by the
+    # published rule (FACTS.md §3), or None where it has none without fetching the image)
+    "data-url-high": ("gpt-4o", "gpt-4o-2024-08-06", {"url": png_data_url(2048, 4096), "detail": "high"},
+                      85 + 6 * 170),  # the guide's example: 768 x 1536, 6 tiles
+    "data-url-low": ("gpt-4o-mini", "gpt-4o-mini-2024-07-18", {"url": png_data_url(1024, 1024), "detail": "low"},
+                     2833),
+    "data-url-patches": ("gpt-4.1-mini", "gpt-4.1-mini-2025-04-14",
+                         {"url": png_data_url(1800, 2400), "detail": "high"},
+                         math.ceil(1452 * 1.62)),  # the guide's example: 1452 patches, x 1.62
+    "http-url-low": ("gpt-4o", "gpt-4o-2024-08-06", {"url": REMOTE_13, "detail": "low"}, 85),
+    "http-url-high": ("gpt-4o", "gpt-4o-2024-08-06", {"url": REMOTE_13, "detail": "high"}, None),
+}
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS_13))
+def test_13_kind_streamed_images(serve_cases, variant, mode):
+    """A stream without usage, its prompt a text part and an image: the estimate counts
+    the image by its model's rule, or, where the image cannot be sized (a remote URL at
+    high detail), leaves it out and says so; never the URL's characters as text."""
+    model, snapshot, image, image_tokens = VARIANTS_13[variant]
+    case = copy.deepcopy(as_case(load_bug("13"), 1, provider="openai", api="chat", id=f"t13-{variant}-{mode}"))
+    body = case["request"]["body"]
+    body["model"] = model
+    body["messages"][0]["content"][1]["image_url"] = image
+    case["response"]["sse"] = case["response"]["sse"].replace("gpt-4o-mini-2024-07-18", snapshot)
+    base = serve_cases([case])
+    off, on = without_then_with(lambda: sdk.run(case, base, mode, routed=False))
+    assert on.comparable() == off.comparable() and on.kind == "stream"
+    [r] = records(1)
+    assert r.status == "ok" and r.model == snapshot and r.estimated is True
+    assert r.usage.output_tokens == tiktoken_count(on.streamed_text(), snapshot) > 0
+    text, _ = _13_parts(body)
+    assert r.usage.input_tokens == _13_prompt_tokens(text, image_tokens or 0, snapshot)
+    flagged = " (some input parts not estimable)" if image_tokens is None else ""
+    assert r.estimate_method == "tiktoken:o200k_base" + flagged
+
+
+def _13_anthropic_case(case_id: str, width: int, height: int, reported_input: int | None) -> tuple[dict, str]:
+    """Bug 17's stream (it ends before message_delta), its prompt a base64 PNG and a line
+    of text, message_start reporting ``reported_input`` (or no usage); and that text."""
+    text = "Write a haiku about this picture."
+    case = copy.deepcopy(as_case(load_bug("17"), provider="anthropic", api="messages", id=case_id))
+    case["request"]["body"]["messages"][0]["content"] = [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png_base64(width, height)}},
+        {"type": "text", "text": text}]
+
+    def edit(d):
+        if d.get("type") == "message_start":
+            if reported_input is None:
+                d["message"].pop("usage")
+            else:
+                d["message"]["usage"]["input_tokens"] = reported_input
+        return d
+    return edit_events(case, edit), text
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "sync-helper", "async-helper"])
+def test_13_kind_anthropic_image_stream_cut_before_message_delta(serve_cases, mode):
+    """The input is reported (message_start), image included: it is kept as reported; the
+    output, whose final count never came, is estimated from the text that arrived."""
+    reported = math.ceil(1000 * 1000 / 750) + 18  # the image by its rule, the text with its framing
+    case, _ = _13_anthropic_case(f"t13-anthropic-{mode}", 1000, 1000, reported)
+    base = serve_cases([case])
+    off, on = without_then_with(lambda: _run_with_deadline(lambda: sdk.run(case, base, mode, routed=False)))
+    assert on.comparable() == off.comparable()
+    [r] = records(1)
+    assert r.status == "interrupted" and r.estimated is True
+    assert r.usage.input_tokens == reported
+    assert r.usage.output_tokens == tiktoken_count(_sse_text(load_bug("17"))) > 1
+
+
+@pytest.mark.parametrize("size", [(1000, 1000), (200, 200), (3000, 2000)])
+def test_13_kind_anthropic_image_without_usage(serve_cases, size):
+    """The same stream with no usage at all: the input is estimated, the image by
+    Anthropic's rule (width x height / 750, after a downscale to a 1568 px long edge,
+    about 1,600 at most), never its base64 text."""
+    case, text = _13_anthropic_case(f"t13-anthropic-nousage-{size[0]}", *size, None)
+    base = serve_cases([case])
+    _run_with_deadline(lambda: sdk.run(case, base, "sync", routed=False))
+    [r] = records(1)
+    w, h = size
+    scale = min(1.0, 1568 / max(w, h))
+    image_tokens = min(1600, math.ceil(w * scale * h * scale / 750))
+    assert r.estimated is True and r.estimate_method == "tiktoken:o200k_base"
+    assert r.usage.input_tokens == 3 + tiktoken_count(text) + image_tokens  # a message: 3, then its parts
+    assert r.usage.output_tokens == tiktoken_count(_sse_text(load_bug("17")))
 
 
 # -- 14 tracker-buffers-stream --------------------------------------------------------

@@ -54,6 +54,20 @@ def data_url_size(url: str | None) -> tuple[int, int] | None:
         return None
 
 
+def _patches(w: int, h: int) -> int:
+    """32 px patches covering the image; past 1536, the image is shrunk to fit in 1536,
+    then a little more, so that one side is a whole number of patches (OpenAI's worked
+    example: 1800 x 2400 becomes 1056 x 1408, 33 x 44 = 1452 patches)."""
+    patches = math.ceil(w / 32) * math.ceil(h / 32)
+    if patches <= 1536:
+        return patches
+    shrink = math.sqrt(32 * 32 * 1536 / (w * h))
+    across, down = w * shrink / 32, h * shrink / 32
+    shrink *= min(math.floor(across) / across, math.floor(down) / down)
+    # the side that was made whole must not round up for a float's last bit
+    return min(1536, math.ceil(w * shrink / 32 - 1e-9) * math.ceil(h * shrink / 32 - 1e-9))
+
+
 def openai_image_tokens(url: str | None, detail: str | None, model: str | None) -> int | None:
     model = (model or "").lower()
     for prefix, mult in _PATCHES:
@@ -61,12 +75,7 @@ def openai_image_tokens(url: str | None, detail: str | None, model: str | None) 
             size = data_url_size(url)
             if size is None:
                 return None
-            w, h = size
-            patches = math.ceil(w / 32) * math.ceil(h / 32)
-            if patches > 1536:
-                scale = math.sqrt(1536 * 32 * 32 / (w * h))
-                patches = min(1536, math.ceil(w * scale / 32) * math.ceil(h * scale / 32))
-            return math.ceil(patches * mult)
+            return math.ceil(_patches(*size) * mult)
     base, tile = next((b, t) for p, b, t in _TILES if model.startswith(p))
     if detail == "low":
         return base
