@@ -6,10 +6,11 @@ which ``run`` dispatches to."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 import httpx2
@@ -239,6 +240,59 @@ def raised(exc: BaseException, partial: list | None = None, status_code: int | N
     """What user code saw when the call raised ``exc`` (after receiving ``partial``)."""
     status = getattr(exc, "status_code", None) if status_code is None else status_code
     return Seen("raised", partial, exc_type=type(exc), status_code=status, message=str(exc), exc=exc)
+
+
+def _opened(result):
+    """A stream as user code iterates it: inside its own ``with`` where it has one
+    (mistralai's), else as it is (a generator)."""
+    return result if hasattr(result, "__enter__") else contextlib.nullcontext(result)
+
+
+def _opened_async(result):
+    return result if hasattr(result, "__aenter__") else contextlib.nullcontext(result)
+
+
+def _drive_sync(open_client, call, stream: bool, convert, fail) -> Seen:
+    events: list = []
+    with open_client() as client:
+        try:
+            result = call(client)
+            if not stream:
+                return Seen("response", convert(result))
+            with _opened(result) as items:
+                for item in items:
+                    events.append(convert(item))
+            return Seen("stream", events)
+        except Exception as exc:  # what user code would see
+            return fail(exc, events)
+
+
+async def _drive_async(open_client, call, stream: bool, convert, fail) -> Seen:
+    events: list = []
+    async with open_client() as client:
+        try:
+            result = call(client)
+            if inspect.isawaitable(result):  # a coroutine; an async generator is iterated as it is
+                result = await result
+            if not stream:
+                return Seen("response", convert(result))
+            async with _opened_async(result) as items:
+                async for item in items:
+                    events.append(convert(item))
+            return Seen("stream", events)
+        except Exception as exc:
+            return fail(exc, events)
+
+
+def drive(open_client: Callable[[], Any], call: Callable[[Any], Any], *, stream: bool, is_async: bool,
+          convert: Callable[[Any], Any] = dump, fail: Callable[..., Seen] = raised) -> Seen:
+    """What user code sees when it opens a client (``open_client()``, a sync or async
+    context manager), makes one call (``call(client)``) and, for a stream, iterates it to
+    the end: the answer or each item through ``convert``, or what it raised through
+    ``fail(exc, items so far)``. The way the native SDKs (sdk_* modules) are driven."""
+    if is_async:
+        return asyncio.run(_drive_async(open_client, call, stream, convert, fail))
+    return _drive_sync(open_client, call, stream, convert, fail)
 
 
 def run_sync(case: dict, base: str, *, helper: bool = False, routed: bool = True) -> Seen:

@@ -3,12 +3,10 @@
 recorded body's fields are the methods' argument names."""
 from __future__ import annotations
 
-import asyncio
-
 import cohere
 import httpx
 
-from .sdk import HOSTS, HttpxAsyncRouteTransport, HttpxRouteTransport, Seen, dump, raised
+from .sdk import HOSTS, HttpxAsyncRouteTransport, HttpxRouteTransport, Seen, drive
 
 _CLIENTS = {("v2", False): cohere.ClientV2, ("v2", True): cohere.AsyncClientV2,
             ("v1", False): cohere.Client, ("v1", True): cohere.AsyncClient}
@@ -38,40 +36,10 @@ def _call(case: dict) -> tuple[str, dict]:
     return name, body
 
 
-def _run_sync(case: dict, base: str, routed: bool) -> Seen:
-    name, kwargs = _call(case)
-    events: list = []
-    with http_client(case, base, is_async=False, routed=routed) as http:
-        client = make_client(case, base, http, routed=routed)
-        try:
-            result = getattr(client, name)(**kwargs)
-            if not name.endswith("_stream"):
-                return Seen("response", dump(result))
-            for event in result:
-                events.append(dump(event))
-            return Seen("stream", events)
-        except Exception as exc:  # what user code would see
-            return raised(exc, events)
-
-
-async def _run_async(case: dict, base: str, routed: bool) -> Seen:
-    name, kwargs = _call(case)
-    events: list = []
-    async with http_client(case, base, is_async=True, routed=routed) as http:
-        client = make_client(case, base, http, routed=routed)
-        try:
-            result = getattr(client, name)(**kwargs)
-            if not name.endswith("_stream"):
-                return Seen("response", dump(await result))
-            async for event in result:
-                events.append(dump(event))
-            return Seen("stream", events)
-        except Exception as exc:
-            return raised(exc, events)
-
-
 def run(case: dict, base: str, mode: str, routed: bool = True) -> Seen:
     """``mode``: "sync" or "async"."""
-    if mode == "sync":
-        return _run_sync(case, base, routed)
-    return asyncio.run(_run_async(case, base, routed))
+    name, kwargs = _call(case)
+    is_async = mode == "async"
+    return drive(lambda: http_client(case, base, is_async=is_async, routed=routed),
+                 lambda http: getattr(make_client(case, base, http, routed=routed), name)(**kwargs),
+                 stream=name.endswith("_stream"), is_async=is_async)

@@ -10,7 +10,6 @@ which routes them to the real host); "async-aiohttp" is the SDK's default async 
 aimed at the replay server itself."""
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
@@ -21,7 +20,7 @@ from google import genai
 from google.genai import errors, types
 
 from .sdk import (HOSTS, AsyncRouteTransport, HttpxAsyncRouteTransport, HttpxRouteTransport, RouteTransport, Seen,
-                  dump, raised)
+                  drive, dump, raised)
 
 _PATH = re.compile(r"^/(v[^/]+)/(?:projects/([^/]+)/locations/([^/]+)/publishers/google/)?models/([^/:]+):(\w+)$")
 #: Request fields that google-genai takes in its config rather than as arguments.
@@ -92,40 +91,15 @@ def _raised(exc: Exception, events: list) -> Seen:
     return raised(exc, events)
 
 
-def _run_sync(case: dict, base: str, routed: bool, backend: str) -> Seen:
-    name, kwargs = call(case)
-    events: list = []
-    with make_client(case, base, routed=routed, backend=backend) as client:
-        try:
-            result = getattr(client.models, name)(**kwargs)
-            if name != "generate_content_stream":
-                return Seen("response", _dump(result))
-            for chunk in result:
-                events.append(_dump(chunk))
-            return Seen("stream", events)
-        except Exception as exc:  # what user code would see
-            return _raised(exc, events)
-
-
-async def _run_async(case: dict, base: str, routed: bool, backend: str) -> Seen:
-    name, kwargs = call(case)
-    events: list = []
-    async with make_client(case, base, routed=routed, backend=backend).aio as client:
-        try:
-            result = await getattr(client.models, name)(**kwargs)
-            if name != "generate_content_stream":
-                return Seen("response", _dump(result))
-            async for chunk in result:
-                events.append(_dump(chunk))
-            return Seen("stream", events)
-        except Exception as exc:
-            return _raised(exc, events)
-
-
 def run(case: dict, base: str, mode: str, routed: bool = True) -> Seen:
     """``mode``: "sync" or "async" (httpx2), "sync-httpx" or "async-httpx", or
     "async-aiohttp"."""
     kind, _, backend = mode.partition("-")
-    if kind == "sync":
-        return _run_sync(case, base, routed, backend or "httpx2")
-    return asyncio.run(_run_async(case, base, routed, backend or "httpx2"))
+    name, kwargs = call(case)
+    is_async = kind == "async"
+
+    def open_client():
+        client = make_client(case, base, routed=routed, backend=backend or "httpx2")
+        return client.aio if is_async else client
+    return drive(open_client, lambda client: getattr(client.models, name)(**kwargs),
+                 stream=name == "generate_content_stream", is_async=is_async, convert=_dump, fail=_raised)

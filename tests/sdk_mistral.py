@@ -3,12 +3,10 @@
 format on /v1/chat/completions, so tokmagic must read it as any OpenAI-compatible host."""
 from __future__ import annotations
 
-import asyncio
-
 import httpx2
 from mistralai.client import Mistral
 
-from .sdk import HOSTS, AsyncRouteTransport, RouteTransport, Seen, dump, raised
+from .sdk import HOSTS, AsyncRouteTransport, RouteTransport, Seen, drive
 
 
 def make_client(case: dict, base: str, *, is_async: bool, routed: bool) -> Mistral:
@@ -28,38 +26,10 @@ def _arguments(case: dict) -> tuple[bool, dict]:
     return bool(body.pop("stream", False)), body
 
 
-def _run_sync(case: dict, base: str, routed: bool) -> Seen:
-    stream, kwargs = _arguments(case)
-    events: list = []
-    with make_client(case, base, is_async=False, routed=routed) as client:
-        try:
-            if not stream:
-                return Seen("response", dump(client.chat.complete(**kwargs)))
-            with client.chat.stream(**kwargs) as events_stream:
-                for event in events_stream:
-                    events.append(dump(event))
-            return Seen("stream", events)
-        except Exception as exc:  # what user code would see
-            return raised(exc, events)
-
-
-async def _run_async(case: dict, base: str, routed: bool) -> Seen:
-    stream, kwargs = _arguments(case)
-    events: list = []
-    async with make_client(case, base, is_async=True, routed=routed) as client:
-        try:
-            if not stream:
-                return Seen("response", dump(await client.chat.complete_async(**kwargs)))
-            async with await client.chat.stream_async(**kwargs) as events_stream:
-                async for event in events_stream:
-                    events.append(dump(event))
-            return Seen("stream", events)
-        except Exception as exc:
-            return raised(exc, events)
-
-
 def run(case: dict, base: str, mode: str, routed: bool = True) -> Seen:
     """``mode``: "sync" or "async"."""
-    if mode == "sync":
-        return _run_sync(case, base, routed)
-    return asyncio.run(_run_async(case, base, routed))
+    stream, kwargs = _arguments(case)
+    is_async = mode == "async"
+    name = ("stream" if stream else "complete") + ("_async" if is_async else "")
+    return drive(lambda: make_client(case, base, is_async=is_async, routed=routed),
+                 lambda client: getattr(client.chat, name)(**kwargs), stream=stream, is_async=is_async)
