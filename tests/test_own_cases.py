@@ -47,13 +47,8 @@ def test_own_cases_are_marked_and_cover_what_the_corpus_lacks():
     assert {"cohere-v2-chat", "cohere-v2-embed", "gemini-generate-cached"} <= set(priced)
 
 
-def _marks(case: dict) -> list:
-    reason = expect.PENDING.get(case["id"])
-    return [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-
-
 @pytest.mark.parametrize("delivery", DELIVERIES)
-@pytest.mark.parametrize("case,mode", [pytest.param(c, m, id=f"{c['id']}-{m}", marks=_marks(c))
+@pytest.mark.parametrize("case,mode", [pytest.param(c, m, id=f"{c['id']}-{m}", marks=expect.pending(c["id"]).marks)
                                        for c in EXACT for m in sdk.modes(c)])
 def test_own_case_is_recorded_exactly(serve_cases, case, mode, delivery):
     base = serve_cases([case], **DELIVERIES[delivery])
