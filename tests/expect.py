@@ -21,14 +21,6 @@ TOKEN_FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "ou
                 "reasoning_tokens")
 #: Own cases tokmagic cannot read yet, and what each waits for: their tests are strict
 #: expected failures, so they start passing (and must be unmarked) once that lands.
-PENDING = {"cohere-v1-chat-stream": "needs content type application/stream+json (Cohere's v1 chat "
-                                    "stream) recognised as a stream, framed as NDJSON"}
-
-
-def pending(case_id: str):
-    """``case_id`` as a test parameter, a strict expected failure while it is pending."""
-    reason = PENDING.get(case_id)
-    return pytest.param(case_id, marks=[pytest.mark.xfail(strict=True, reason=reason)] if reason else [])
 #: Local servers: their calls cost 0 by declaration, whatever any price list says.
 FREE_PROVIDERS = {"ollama"}
 #: genai-prices keeps Vertex AI's Gemini prices under "google".

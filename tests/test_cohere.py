@@ -15,10 +15,8 @@ from tokmagic.protocols.sse import NDJSONReader
 
 from . import sdk
 from .conftest import load_own
-from .expect import only_record, pending
+from .expect import only_record
 
-#: The v1 stream, which tokmagic reads once its content type is taken for a stream.
-V1_STREAM = pending("cohere-v1-chat-stream")
 
 @pytest.mark.parametrize("path,protocol", [
     ("/v2/chat", cohere.CHAT), ("/v1/chat", cohere.CHAT), ("/v2/embed", cohere.EMBED), ("/v1/embed", cohere.EMBED),
@@ -75,7 +73,7 @@ def _usage_of(case: dict) -> dict:
     return holder.get("usage") or holder["meta"]
 
 
-@pytest.mark.parametrize("case_id", ["cohere-v2-chat", "cohere-v2-chat-stream", "cohere-v1-chat", V1_STREAM])
+@pytest.mark.parametrize("case_id", ["cohere-v2-chat", "cohere-v2-chat-stream", "cohere-v1-chat", "cohere-v1-chat-stream"])
 def test_billed_units_are_recorded_not_tokens(serve_cases, case_id):
     """The billed counts are recorded; ``tokens``, which count Cohere's prompt template
     too, would overstate the input (by hundreds of tokens for a one-line question)."""
@@ -121,7 +119,7 @@ def _without(key: str):
     return edit
 
 
-@pytest.mark.parametrize("case_id", ["cohere-v2-chat", "cohere-v2-chat-stream", "cohere-v1-chat", V1_STREAM])
+@pytest.mark.parametrize("case_id", ["cohere-v2-chat", "cohere-v2-chat-stream", "cohere-v1-chat", "cohere-v1-chat-stream"])
 def test_tokens_are_read_when_nothing_is_billed(serve_cases, case_id):
     """A response without ``billed_units`` still reports ``tokens``: those are recorded,
     as reported, rather than estimated."""
@@ -153,7 +151,7 @@ def _streamed_output(events: list[dict]) -> str:
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-@pytest.mark.parametrize("case_id", ["cohere-v2-chat-stream", "cohere-v2-chat-stream-tools", V1_STREAM])
+@pytest.mark.parametrize("case_id", ["cohere-v2-chat-stream", "cohere-v2-chat-stream-tools", "cohere-v1-chat-stream"])
 def test_stream_without_usage_is_estimated(serve_cases, case_id, mode):
     """A message-end (v1: stream-end) without usage: counted locally from what was sent
     (messages and tool definitions) and what streamed (text, tool plan, tool calls),

@@ -54,15 +54,16 @@ def _expected(case: dict) -> tuple:
 
 
 def test_the_call_path_leaves_the_response_unread_until_a_record_is_read():
+    before = outcome._held  # what earlier tests' records, still referenced somewhere, hold
     _whole(WHOLE_CASE)
     _stream(STREAM_CASE)
     unread = list(session._unresolved)
     assert [type(r.pending) for r in unread] == [outcome.Unread, outcome.Unread]
-    assert outcome._held == sum(r.pending.size for r in unread) > 0
+    assert outcome._held - before == sum(r.pending.size for r in unread) > 0
     records = session.records()
     assert [(r.usage.input_tokens, r.usage.output_tokens) for r in records] == [
         _expected(WHOLE_CASE), _expected(STREAM_CASE)]
-    assert outcome._held == 0
+    assert outcome._held == before
 
 
 @pytest.mark.parametrize("case", [STREAM_CASE, NO_USAGE_CASE], ids=["usage", "no-usage"])
@@ -85,18 +86,28 @@ def test_a_stream_past_the_read_along_size_is_read_as_it_comes_to_the_same_recor
 
 
 def test_past_the_bound_on_bytes_held_a_response_is_read_at_once(monkeypatch):
+    before = outcome._held
     monkeypatch.setattr(outcome, "MAX_HELD", 1)
     _whole(WHOLE_CASE)
     (record,) = session._unresolved
     assert record.pending is None  # read now; only the price is left
-    assert outcome._held == 0
+    assert outcome._held == before
     assert (record.status, record.usage.input_tokens, record.usage.output_tokens) == (
         "ok", *_expected(WHOLE_CASE))
 
 
 def test_records_dropped_unread_hold_nothing():
+    before = outcome._held
     _stream(STREAM_CASE)
     _whole(WHOLE_CASE)
-    assert outcome._held > 0
+    assert outcome._held > before
     session.reset()
-    assert outcome._held == 0
+    assert outcome._held == before
+
+
+def test_a_response_never_held_gives_nothing_back():
+    """An outcome made but not kept (its exchange already recorded) leaves the count."""
+    before = outcome._held
+    dropped = outcome.Unread(None, "/v1/chat/completions", None, 200, None, None, [b"{}"], 2)
+    del dropped
+    assert outcome._held == before >= 0

@@ -48,7 +48,7 @@ def test_own_cases_are_marked_and_cover_what_the_corpus_lacks():
 
 
 @pytest.mark.parametrize("delivery", DELIVERIES)
-@pytest.mark.parametrize("case,mode", [pytest.param(c, m, id=f"{c['id']}-{m}", marks=expect.pending(c["id"]).marks)
+@pytest.mark.parametrize("case,mode", [pytest.param(c, m, id=f"{c['id']}-{m}")
                                        for c in EXACT for m in sdk.modes(c)])
 def test_own_case_is_recorded_exactly(serve_cases, case, mode, delivery):
     base = serve_cases([case], **DELIVERIES[delivery])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import time
 from contextvars import ContextVar
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ..monitor import session
 from ..protocols import Protocol, Reading, provider_for
@@ -72,7 +72,7 @@ class Exchange:
     """The record-to-be of one request, created just before the request is sent."""
 
     __slots__ = ("protocol", "host", "path", "request_body", "start", "time", "scope", "done",
-                 "http_status", "stream", "token", "call_id", "attempt")
+                 "http_status", "stream", "token", "call_id", "attempt", "usage_headers")
 
     def __init__(self, protocol: Protocol, host: str, path: str, request_body: bytes | None,
                  headers: Iterable[tuple[Any, Any]] = ()) -> None:
@@ -87,6 +87,7 @@ class Exchange:
         self.done = False
         self.http_status: int | None = None
         self.stream = False
+        self.usage_headers: dict[str, str | None] | None = None
         self.token = in_exchange.set(True)
 
     def leave(self) -> None:
@@ -96,6 +97,12 @@ class Exchange:
             in_exchange.reset(self.token)
         except ValueError:  # reset from another context: nothing to undo there
             pass
+
+    def response_headers(self, get: Callable[[str], str | None]) -> None:
+        """Keep the response headers that carry usage in this wire format, if any;
+        ``get`` looks one up by name, case-insensitively."""
+        if self.protocol.usage_headers:
+            self.usage_headers = {name: get(name) for name in self.protocol.usage_headers}
 
     # -- outcomes ------------------------------------------------------------------
     def failed(self, exc: BaseException) -> None:
@@ -132,6 +139,7 @@ class Exchange:
                 tag=scope.tag, background=scope.ended or scope is BACKGROUND,
                 call_id=self.call_id, attempt=self.attempt)
             self.request_body = None
+            outcome.headers = self.usage_headers
             if isinstance(outcome, Unread) and not outcome.hold():
                 outcome.apply(record)  # too much held unread: read this one now
             else:

@@ -33,6 +33,7 @@ def _observe(exchange: Exchange, response, stream_types) -> None:
     # every header lookup scans all the headers (about 9k instructions in httpx2): look
     # up only those the branch taken needs
     headers = response.headers
+    exchange.response_headers(headers.get)
     if hasattr(response, "_content"):
         ctype = headers.get("content-type", "") if response.status_code < 400 else ""
         if "event-stream" in ctype or "ndjson" in ctype or "jsonl" in ctype:

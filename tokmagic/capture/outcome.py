@@ -37,7 +37,7 @@ def framing_of(content_type: str) -> str | None:
         return "sse"
     if "vnd.amazon.eventstream" in ctype:
         return "eventstream"
-    if "ndjson" in ctype or "jsonl" in ctype:
+    if "ndjson" in ctype or "jsonl" in ctype or "stream+json" in ctype:  # the last: Cohere v1
         return "ndjson"
     return None
 
@@ -93,12 +93,14 @@ def v1_deployment(path: str, request_body: bytes | None) -> str | None:
 class Outcome:
     """A response's outcome, put into its record by ``apply`` (from resolve)."""
 
-    __slots__ = ("protocol", "path", "request_body")
+    __slots__ = ("protocol", "path", "request_body", "headers")
 
     def __init__(self, protocol: Protocol, path: str, request_body: bytes | None) -> None:
         self.protocol = protocol
         self.path = path
         self.request_body = request_body
+        #: The values of the protocol's usage_headers, where it has any.
+        self.headers: dict[str, str | None] | None = None
 
     def read(self) -> tuple[str, Reading, str | None]:
         raise NotImplementedError
@@ -110,6 +112,8 @@ class Outcome:
             contained("response", exc)
             status, reading, error = "unparsed", Reading(), None
         usage = reading.usage
+        if usage is None and self.headers and status == "ok":
+            usage = reading.usage = self.protocol.header_usage(self.headers)
         record.status = status
         record.model = reading.model or self.protocol.path_model(self.path)
         record.usage = Usage() if usage is None else usage
@@ -141,7 +145,7 @@ class Unread(Outcome):
 
     ``framing`` None is a whole JSON body; ``error`` names what stopped a stream early."""
 
-    __slots__ = ("http_status", "framing", "encoding", "chunks", "error", "size")
+    __slots__ = ("http_status", "framing", "encoding", "chunks", "error", "size", "held")
 
     def __init__(self, protocol: Protocol, path: str, request_body: bytes | None,
                  http_status: int | None, framing: str | None, encoding: str | None,
@@ -149,6 +153,7 @@ class Unread(Outcome):
         super().__init__(protocol, path, request_body)
         self.http_status, self.framing, self.encoding = http_status, framing, encoding
         self.chunks, self.size, self.error = chunks, size, error
+        self.held = 0  # bytes counted in the bound, to be given back once read or dropped
 
     def hold(self) -> bool:
         """Count this response's bytes as held; False when the bound is reached, and
@@ -156,17 +161,17 @@ class Unread(Outcome):
         global _held
         with _held_lock:
             if _held + self.size > MAX_HELD:
-                self.size = 0  # never counted, so never to be released
                 return False
             _held += self.size
+            self.held = self.size
         return True
 
     def release(self) -> None:
         global _held
-        if self.size:
+        if self.held:
             with _held_lock:
-                _held -= self.size
-            self.size = 0
+                _held -= self.held
+            self.held = 0
 
     def __del__(self) -> None:  # a record dropped unread (%llm_reset) holds nothing more
         self.release()

@@ -48,6 +48,9 @@ class Protocol:
     api = ""
     #: "sse" or "ndjson": how a streamed response of this format is framed.
     framing = "sse"
+    #: Response headers (lower case) that carry usage where the body may not: capture
+    #: keeps their values for ``header_usage``. Empty for nearly every format.
+    usage_headers: tuple[str, ...] = ()
 
     def read_body(self, body: Any) -> Reading | None:
         """What a whole JSON body says; None when it is not this format's answer."""
@@ -60,6 +63,10 @@ class Protocol:
         """Whether a POST to ``path``, whose ending named this format, really speaks it
         (asked only after that ending matched)."""
         return True
+
+    def header_usage(self, headers: dict[str, str | None]) -> Usage | None:
+        """Usage from the values of ``usage_headers``, for a body that reported none."""
+        return None
 
     def request_model(self, request: dict) -> str | None:
         return request.get("model")

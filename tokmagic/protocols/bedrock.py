@@ -191,9 +191,17 @@ class Converse(_Bedrock):
 
 class Invoke(_Bedrock):
     """The body is the model's own format. Anthropic's (``"type": "message"``) is read;
-    another model's answer is recorded with its tokens estimated."""
+    for another model's answer the counts come from the headers Bedrock adds to every
+    InvokeModel response (estimated only where they are missing)."""
 
     api = "invoke_model"
+    usage_headers = ("x-amzn-bedrock-input-token-count", "x-amzn-bedrock-output-token-count")
+
+    def header_usage(self, headers: dict[str, str | None]) -> Usage | None:
+        counts = [headers.get(name) for name in self.usage_headers]
+        if not all(isinstance(c, str) and c.strip().isdigit() for c in counts):
+            return None
+        return Usage(input_tokens=int(counts[0]), output_tokens=int(counts[1]))
 
     def read_body(self, body: Any) -> Reading | None:
         if not isinstance(body, dict):
