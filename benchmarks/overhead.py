@@ -132,6 +132,154 @@ def sse_handler(module, headers: dict, events: list[bytes], asynchronous: bool =
     return handle
 
 
+# -- mocked connections: urllib3 (requests, botocore) and aiohttp -----------------------
+#
+# These libraries have no in-memory transport that keeps their own HTTP code on the path,
+# so the lowest layer is replaced instead: urllib3 gets a socket object that drops what is
+# sent and reads a recorded HTTP/1.1 response back (http.client parses it, urllib3 pools the
+# connection as usual), aiohttp a connector whose transport answers each request by handing
+# the recorded response to aiohttp's own protocol, parser and StreamReader.
+
+_REASONS = {200: "OK", 404: "Not Found"}
+
+
+def http_head(status: int, headers: dict, length: int | None) -> bytes:
+    """A response's status line and headers; chunked transfer encoding when ``length`` is None."""
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
+             *(f"{name}: {value}" for name, value in headers.items()),
+             "transfer-encoding: chunked" if length is None else f"content-length: {length}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def http_reply(status: int, headers: dict, body: bytes) -> bytes:
+    return http_head(status, headers, len(body)) + body
+
+
+def http_chunked(headers: dict, events: list[bytes]) -> list[bytes]:
+    """A streamed response as the network delivers it: the head, then one HTTP chunk per
+    event, then the last chunk."""
+    return [http_head(200, headers, None), *(b"%x\r\n%s\r\n" % (len(e), e) for e in events), b"0\r\n\r\n"]
+
+
+class _ReplaySocket:
+    """A connected socket for urllib3 / http.client: what is sent is dropped, and each
+    response read from it is a fresh copy of one recorded HTTP response."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+
+    def makefile(self, mode: str = "rb", buffering: int = -1):
+        import io
+        return io.BytesIO(self.reply)
+
+    def sendall(self, data) -> None:
+        pass
+
+    def settimeout(self, timeout) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def replay_pool(pool_type: type, reply: bytes) -> type:
+    """A urllib3 connection pool class whose connections talk to a _ReplaySocket."""
+    connection_type = pool_type.ConnectionCls
+
+    class ReplayConnection(connection_type):
+        def _new_conn(self):
+            return _ReplaySocket(reply)
+
+        @property
+        def is_connected(self) -> bool:  # the real test polls the socket's file descriptor
+            return self.sock is not None
+
+    return type("ReplayPool", (pool_type,), {"ConnectionCls": ReplayConnection})
+
+
+def _requests_session(reply: bytes):
+    """A requests Session whose http:// adapter sends through urllib3 to a _ReplaySocket
+    (the environment's proxy settings ignored, so every run takes the same path)."""
+    import requests
+    import urllib3
+
+    pool = replay_pool(urllib3.HTTPConnectionPool, reply)
+
+    class ReplayAdapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": pool}
+
+    session = requests.Session()
+    session.trust_env = False
+    session.mount("http://", ReplayAdapter())
+    return session
+
+
+class _ReplayTransport:
+    """An asyncio transport for aiohttp's protocol: each request written to it is
+    answered, on the next turn of the loop, with the recorded response's pieces, each
+    passed to the protocol as one read from the network."""
+
+    def __init__(self, protocol, pieces: list[bytes], loop) -> None:
+        self.protocol, self.pieces, self.loop = protocol, pieces, loop
+        self.closing = False
+
+    def write(self, data) -> None:
+        if data[:8].split(b" ", 1)[0] in (b"GET", b"POST"):  # a request line: a new request
+            self.loop.call_soon(self._answer)
+
+    def writelines(self, chunks) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def _answer(self) -> None:
+        receive = self.protocol.data_received
+        for piece in self.pieces:
+            receive(piece)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self.loop.call_soon(self.protocol.connection_lost, None)
+
+    abort = close
+
+    def get_extra_info(self, name: str, default=None):
+        return default
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_reading(self) -> bool:
+        return True
+
+
+def aiohttp_session(pieces: list[bytes]):
+    """An aiohttp ClientSession (made inside a running loop) whose connector's connections
+    are _ReplayTransports: aiohttp's client, parser and StreamReader run, no socket does.
+    Connections are pooled and reused, with no keep-alive expiry, so every call takes the
+    same path."""
+    import aiohttp
+
+    class ReplayConnector(aiohttp.BaseConnector):
+        async def _create_connection(self, req, traces, timeout):
+            protocol = self._factory()
+            protocol.connection_made(_ReplayTransport(protocol, pieces, self._loop))
+            return protocol
+
+    return aiohttp.ClientSession(connector=ReplayConnector(keepalive_timeout=None))
+
+
 # -- what one case measures ----------------------------------------------------------
 
 class Bench:
@@ -289,6 +437,105 @@ def b_anthropic(stream: bool = False, extra: int = 0) -> Bench:
     return SyncBench(call, len(events))
 
 
+_OTHER_JSON = {"content-type": "application/json"}
+_OTHER_BODY = b'{"query":"hello","n":1}'
+
+
+def b_requests(method: str, path: str, body: bytes | None, case_id: str | None = None) -> Bench:
+    """``requests.Session.request`` through urllib3 to a mocked socket, reading the body."""
+    if case_id is None:
+        reply = http_reply(200, _OTHER_JSON, b'{"object":"list","data":[]}')
+    else:
+        case = load_case(case_id)
+        reply = http_reply(200, response_headers(case), response_body(case))
+    session = _requests_session(reply)
+    url = "http://api.openai.com" + path
+    headers = _OTHER_JSON if body is not None else None
+    return SyncBench(lambda: session.request(method, url, data=body, headers=headers).content)
+
+
+#: A Converse answer as Bedrock Runtime sends it (Bedrock is not in the shared corpus).
+_CONVERSE_REPLY = {"output": {"message": {"role": "assistant", "content": [{"text": "Hello! How can I help?"}]}},
+                   "stopReason": "end_turn",
+                   "usage": {"inputTokens": 12, "outputTokens": 7, "totalTokens": 19},
+                   "metrics": {"latencyMs": 312}}
+
+
+def b_bedrock_converse() -> Bench:
+    """boto3's bedrock-runtime ``converse`` (SigV4 signing, botocore's parsing) through
+    botocore's own urllib3 pool to a mocked socket."""
+    import boto3
+
+    body = json.dumps(_CONVERSE_REPLY).encode()
+    reply = http_reply(200, {"content-type": "application/json",
+                             "x-amzn-requestid": "0f5c2f5e-3d9a-4d1e-9b7e-5a1f2c3d4e5f"}, body)
+    client = boto3.client("bedrock-runtime", region_name="us-east-1",
+                          endpoint_url="http://bedrock-runtime.us-east-1.amazonaws.com",
+                          aws_access_key_id="AKIDBENCH", aws_secret_access_key="bench-secret")
+    pools = client._endpoint.http_session._pool_classes_by_scheme  # the dict its PoolManager uses
+    pools["http"] = replay_pool(pools["http"], reply)
+    messages = [{"role": "user", "content": [{"text": "Say hello."}]}]
+    return SyncBench(lambda: client.converse(modelId="anthropic.claude-3-haiku-20240307-v1:0",
+                                             messages=messages))
+
+
+class AiohttpBench(AsyncBench):
+    """``request(session)`` awaited once per call, on one aiohttp session whose
+    connections answer with ``pieces``."""
+
+    def __init__(self, pieces: list[bytes], request, chunks: int = 0) -> None:
+        super().__init__(None, chunks)
+
+        async def make():
+            return aiohttp_session(pieces)
+        self.session = self.loop.run_until_complete(make())
+        self.call = lambda: request(self.session)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.session.close())
+        super().close()
+
+
+def b_aiohttp_other(method: str, path: str, body: bytes | None) -> Bench:
+    pieces = [http_reply(200, _OTHER_JSON, b'{"object":"list","data":[]}')]
+    url = "http://api.openai.com" + path
+    headers = _OTHER_JSON if body is not None else None
+
+    async def call(session):
+        async with session.request(method, url, data=body, headers=headers) as response:
+            await response.read()
+    return AiohttpBench(pieces, call)
+
+
+def b_aiohttp_chat() -> Bench:
+    case = load_case("openai-chat-basic")
+    pieces = [http_reply(200, response_headers(case), response_body(case))]
+    body = request_body(case)
+
+    async def call(session):
+        async with session.post("http://api.openai.com/v1/chat/completions", data=body,
+                                headers=_OTHER_JSON) as response:
+            await response.json()
+    return AiohttpBench(pieces, call)
+
+
+def b_aiohttp_stream(extra: int = 0) -> Bench:
+    """A streamed chat answer read line by line, one SSE event per network read."""
+    case = load_case("openai-chat-stream-include-usage")
+    events = sse_events(case)
+    if extra:
+        events = lengthen(events, _openai_delta, extra)
+    pieces = http_chunked(response_headers(case), events)
+    body = request_body(case)
+
+    async def call(session):
+        async with session.post("http://api.openai.com/v1/chat/completions", data=body,
+                                headers=_OTHER_JSON) as response:
+            async for _ in response.content:
+                pass
+    return AiohttpBench(pieces, call, len(events))
+
+
 class ResolveBench(Bench):
     """``session.records()`` resolving n records captured beforehand (untimed)."""
 
@@ -345,6 +592,21 @@ CASES = [
     Case("x1-get", "httpx 0.x GET /v1/models (not LLM)", lambda: b_get_models("httpx"), 300, "us:2"),
     Case("x1-post", "httpx 0.x POST /other (not LLM)", lambda: b_post_other("httpx"), 300, "us:2"),
     Case("x1-chat", "httpx 0.x raw POST /v1/chat/completions", b_httpx_raw_chat, 200),
+    Case("rq-get", "requests GET /v1/models (not LLM)", lambda: b_requests("GET", "/v1/models", None), 200,
+         "us:2"),
+    Case("rq-post", "requests POST /other (not LLM)", lambda: b_requests("POST", "/other", _OTHER_BODY), 200,
+         "us:2"),
+    Case("brc", "boto3 bedrock-runtime converse", b_bedrock_converse, 30, "pct:5"),
+    Case("rq-chat", "requests raw POST /v1/chat/completions",
+         lambda: b_requests("POST", "/v1/chat/completions", request_body(load_case("openai-chat-basic")),
+                            "openai-chat-basic"), 150),
+    Case("ah-get", "aiohttp GET /v1/models (not LLM)", lambda: b_aiohttp_other("GET", "/v1/models", None), 200,
+         "us:2"),
+    Case("ah-post", "aiohttp POST /other (not LLM)", lambda: b_aiohttp_other("POST", "/other", _OTHER_BODY), 200,
+         "us:2"),
+    Case("ah-chat", "aiohttp raw POST /v1/chat/completions", b_aiohttp_chat, 150),
+    Case("ah-s", "aiohttp raw POST /v1/chat/completions, stream", b_aiohttp_stream, 60),
+    Case("ah-sl", "", lambda: b_aiohttp_stream(extra=EXTRA_CHUNKS), 30),
     Case("res-price", "records(): price, usage reported",
          lambda: ResolveBench("openai-chat-basic"), 300, deferred=True),
     Case("res-est", "records(): estimate + price, stream without usage",
@@ -352,7 +614,8 @@ CASES = [
 ]
 #: Rows computed from two cases: the marginal cost of one more chunk of a stream.
 PER_CHUNK = [("oai-s", "oai-sl", "openai chat stream, per chunk", "pct:5"),
-             ("ant-s", "ant-sl", "anthropic messages stream, per chunk", "pct:5")]
+             ("ant-s", "ant-sl", "anthropic messages stream, per chunk", "pct:5"),
+             ("ah-s", "ah-sl", "aiohttp raw stream, per chunk", "")]
 BY_KEY = {c.key: c for c in CASES}
 
 
@@ -684,6 +947,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="fewer iterations; callgrind counts a few core cases only (about a minute)")
     parser.add_argument("--no-callgrind", action="store_true", help="wall time only")
+    parser.add_argument("--only", metavar="KEY[,KEY...]", type=_keys,
+                        help="run only these cases (their keys: " + ", ".join(BY_KEY) + "), "
+                             "each counted under callgrind; leaves out the IPython rows")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # a plan file: run under callgrind
     args = parser.parse_args()
     if args.worker:
@@ -692,6 +958,9 @@ def main() -> None:
         return
 
     quick = args.quick
+    cases = CASES if args.only is None else [c for c in CASES if c.key in args.only]
+    # the µs targets need the machine's rate, measured on the probe case: run it always
+    measured = cases if args.only is None or RATE_PROBE in args.only else [BY_KEY[RATE_PROBE], *cases]
     seconds, repeats = (0.02, 3) if quick else (0.3, 9)     # wall: seconds per repeat
     ipython_runs = 3 if quick else 15
     why_not = "--no-callgrind" if args.no_callgrind else callgrind_supported()
@@ -702,10 +971,10 @@ def main() -> None:
 
     started = time.perf_counter()
     wall, plan = {}, {}
-    for case in CASES:
+    for case in measured:
         best, _ = wall_times(case, seconds, repeats)
         wall[case.key] = best
-        if not quick or case.key in QUICK_COUNTED:
+        if not quick or case.key in QUICK_COUNTED or args.only is not None:
             plan[case.key] = max(case.calls // 8, 10) if quick else case.calls
     # The fastest of many single bare calls: a call of ~0.1 ms mostly runs within one
     # scheduler slice, so its best time shows the CPU's speed even on a loaded machine,
@@ -745,28 +1014,35 @@ def main() -> None:
 
     def chunk_row(short: str, long: str, label: str, target: str) -> Row:
         a, b = row(short), row(long)
-        extra = BY_KEY[long].build().chunks - BY_KEY[short].build().chunks
+        extra = _chunks(long) - _chunks(short)
         return Row(f"{label} (+{extra} chunks)", (b.bare_s - a.bare_s) / extra, (b.with_s - a.with_s) / extra,
                    (b.bare_i - a.bare_i) / extra, (b.with_i - a.with_i) / extra, target, us_per_instr=rate)
 
     call_rows = []
-    for case in CASES:
+    for case in cases:
         if case.deferred or not case.label:
             continue
         call_rows.append(row(case.key))
         for short, long, label, target in PER_CHUNK:
-            if short == case.key:
+            if short == case.key and long in wall:
                 call_rows.append(chunk_row(short, long, label, target))
-    print_rows("On the call path: per call, capture installed vs not (mocked transports, no sockets)",
-               call_rows)
+    if call_rows:
+        print_rows("On the call path: per call, capture installed vs not (mocked transports and "
+                   "connections, no sockets)", call_rows)
 
-    from tokmagic.tokens import Counter
-    method = Counter("gpt-3.5-turbo-0125").method
-    deferred = [row(k) for k in ("res-price", "res-est")]
-    for r in deferred:
-        r.note = "off call path"
-    print_rows("Off the call path: per record, the work session.records() defers until records are "
-               f"read (warm; estimates with {method})", deferred)
+    deferred = [row(c.key) for c in cases if c.deferred]
+    if deferred:
+        from tokmagic.tokens import Counter
+        method = Counter("gpt-3.5-turbo-0125").method
+        for r in deferred:
+            r.note = "off call path"
+        print_rows("Off the call path: per record, the work session.records() defers until records are "
+                   f"read (warm; estimates with {method})", deferred)
+    if args.only is not None:
+        _print_method_check(plan, with_i, again_i, rate, single)
+        print(f"\ndone in {time.perf_counter() - started:.0f} s (wall {wall_done - started:.0f} s, "
+              f"callgrind {callgrind_done - wall_done:.0f} s)")
+        return
 
     times, after, before, failure = load_ext_times(ipython_runs)
     label = "%load_ext tokmagic, fresh IPython"
@@ -785,7 +1061,31 @@ def main() -> None:
                  + f"; heavy = {', '.join(HEAVY)}"
                  + (f"; already imported by IPython itself: {', '.join(sorted(before))}" if before else ""))
     print_rows(title, ext)
+    _print_method_check(plan, with_i, again_i, rate, single)
+    print(f"\ndone in {time.perf_counter() - started:.0f} s (wall {wall_done - started:.0f} s, "
+          f"callgrind {callgrind_done - wall_done:.0f} s)")
 
+
+def _chunks(key: str) -> int:
+    """How many chunks one call of a case streams."""
+    bench = BY_KEY[key].build()
+    try:
+        return bench.chunks
+    finally:
+        bench.close()
+
+
+def _keys(text: str) -> list[str]:
+    """--only's argument: known case keys, comma-separated."""
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in BY_KEY]
+    if unknown or not keys:
+        raise argparse.ArgumentTypeError(f"unknown case key(s) {', '.join(unknown) or '(none)'}; "
+                                         f"known: {', '.join(BY_KEY)}")
+    return keys
+
+
+def _print_method_check(plan: dict, with_i: dict, again_i: dict, rate: float, single: float) -> None:
     if with_i:
         body, worst = [], 0.0
         for key, n in plan.items():
@@ -802,8 +1102,6 @@ def main() -> None:
         print(f"\n* judged on instructions: the added instructions as a ratio of the bare call's, or "
               f"turned into µs at this machine's rate: {rate * 1e3:.3f} ns per instruction, the fastest of "
               f"many single bare calls of {RATE_PROBE} ({single * 1e6:.1f} µs) over its instructions")
-    print(f"\ndone in {time.perf_counter() - started:.0f} s (wall {wall_done - started:.0f} s, "
-          f"callgrind {callgrind_done - wall_done:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -151,6 +151,13 @@ CASES = {
         Usage(input_tokens=540, cache_write_tokens=500, output_tokens=15)),
     "invoke-stream-llama-metrics": (invoke_model_with_response_stream, LLAMA, stream_reply(*llama_chunks()),
                                     Usage(input_tokens=18, output_tokens=6)),
+    # a model's own body tokmagic does not read: Bedrock's count headers are the usage
+    "invoke-llama-headers": (invoke_model, LLAMA, json_reply(
+        {"generation": "Red, green, blue.", "prompt_token_count": 18, "generation_token_count": 6,
+         "stop_reason": "stop"},
+        **{"X-Amzn-Bedrock-Input-Token-Count": "18", "X-Amzn-Bedrock-Output-Token-Count": "6",
+           "X-Amzn-Bedrock-Invocation-Latency": "301"}),
+        Usage(input_tokens=18, output_tokens=6)),
 }
 
 

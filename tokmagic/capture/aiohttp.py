@@ -2,28 +2,33 @@
 request method comes down to it), and the response body watched as aiohttp fills the
 response's ``StreamReader`` (``feed_data``, ``feed_eof``, ``set_exception``).
 
+A request that is not a POST costs one call and one test; a POST, working out its URL's
+path too. Only a POST to an LLM API gets a coroutine of tokmagic's around aiohttp's.
+
 A StreamReader has ``__slots__`` and no weak references, so the watched ones are kept in
 a dict by id. An entry goes at the end of the body, at an error, when the response is
 closed or released, or when the response is collected unfinished: the response holds its
-reader, so a finalizer on it removes the entry before the reader can go and its id be
-reused. The hooks cost other readers (every body aiohttp receives or serves) one test of
-an empty dict."""
+reader, so a weak reference to it, kept in the entry, removes the entry before the reader
+can go and its id be reused. The hooks cost other readers (every body aiohttp receives or
+serves) one test of an empty dict."""
 from __future__ import annotations
 
+import inspect
 import json
 import weakref
 from contextlib import suppress
 from types import ModuleType
 from typing import Callable
 
-from ..protocols import recognise
+from ..protocols import Protocol, recognise
 from .exchange import Exchange, StreamWatcher, contained, header_pairs, in_exchange
-from .patching import cannot_patch, unwrap, wrap
+from .patching import POST, cannot_patch, unwrap, wrap
 
 MODULES = ("aiohttp",)
 
-#: id(StreamReader) -> its watcher, for bodies still arriving.
-_watched: dict[int, StreamWatcher] = {}
+#: id(StreamReader) -> its watcher, and a weak reference to its response whose callback
+#: drops the entry, for bodies still arriving.
+_watched: dict[int, tuple[StreamWatcher, weakref.ref]] = {}
 
 
 def _request_body(kwargs: dict) -> bytes | None:
@@ -39,26 +44,35 @@ def _request_body(kwargs: dict) -> bytes | None:
     return bytes(data) if isinstance(data, (bytes, bytearray)) else None
 
 
-def _begin(session, str_or_url, kwargs: dict) -> Exchange | None:
-    """An Exchange for an LLM request, None for any other."""
+def _target(session, str_or_url):
+    """The URL of a POST and its wire format, if it goes to an LLM API; else None.
+    Never raises."""
     try:
         url = session._build_url(str_or_url)  # the session's base_url applied, as aiohttp does
+        protocol = recognise("POST", url.path)
     except (ValueError, TypeError):  # not a URL: aiohttp itself says so
         return None
-    path = url.path
-    protocol = recognise("POST", path)
-    if protocol is None or in_exchange.get():
+    except Exception as exc:
+        contained("request", exc)
+        return None
+    return None if protocol is None else (url, protocol)
+
+
+def _begin(url, protocol: Protocol, kwargs: dict) -> Exchange | None:
+    """The exchange of a request to an LLM API, unless a layer above records it."""
+    if in_exchange.get():
         return None
     host = url.host or ""
     if not url.is_default_port() and url.port is not None:
         host = f"{host}:{url.port}"
-    return Exchange(protocol, host, path, _request_body(kwargs), header_pairs(kwargs.get("headers")))
+    return Exchange(protocol, host, url.path, _request_body(kwargs), header_pairs(kwargs.get("headers")))
 
 
 def _observe(exchange: Exchange, response, decompressed: bool) -> None:
     """Watch the body from now on, after replaying what arrived with the headers."""
     content = response.content
     headers = response.headers
+    exchange.response_headers(headers.get)
     encoding = None if decompressed else headers.get("Content-Encoding")
     watcher = exchange.watch(response.status, headers.get("Content-Type", ""), encoding)
     # the first bytes of the body may have come in the same packet as the headers (an
@@ -73,94 +87,158 @@ def _observe(exchange: Exchange, response, decompressed: bool) -> None:
         watcher.end()
     else:
         key = id(content)
-        _watched[key] = watcher
-        weakref.finalize(response, _abandoned, key, watcher).atexit = False
+        # a plain weak reference, kept alive by the entry, costs a quarter of a finalizer
+        _watched[key] = (watcher, weakref.ref(response, lambda ref: _abandoned(key, ref)))
 
 
-def _abandoned(key: int, watcher: StreamWatcher) -> None:
-    """The response was collected before its body ended (or after: then nothing to do)."""
-    if _watched.get(key) is watcher:
-        _watched.pop(key, None)
-        watcher.closed()
+def _abandoned(key: int, ref: weakref.ref) -> None:
+    """The response was collected before its body ended."""
+    entry = _watched.get(key)
+    if entry is not None and entry[1] is ref:
+        del _watched[key]
+        entry[0].closed()
+
+
+def _unwatch(reader) -> StreamWatcher | None:
+    """The watcher of a body that ends now, if it is watched."""
+    entry = _watched.pop(id(reader), None)
+    return None if entry is None else entry[0]
+
+
+async def _captured(request, session, kwargs: dict, target, response_error: type):
+    """``request``, aiohttp's coroutine for a POST to an LLM API, recorded. Its exchange
+    begins when it is awaited, in the awaiting task's context, as aiohttp's own work does."""
+    try:
+        exchange = _begin(*target, kwargs)
+    except Exception as exc:
+        contained("request", exc)
+        exchange = None
+    if exchange is None:
+        return await request
+    try:
+        response = await request
+    except BaseException as exc:
+        if isinstance(exc, response_error):  # raise_for_status: keep the status
+            exchange.http_status = exc.status
+        exchange.failed(exc)
+        raise
+    finally:
+        exchange.leave()
+    try:
+        decompress = kwargs.get("auto_decompress")
+        _observe(exchange, response, session.auto_decompress if decompress is None else decompress)
+    except Exception as exc:
+        contained("response", exc)
+    return response
 
 
 def _request_wrapper(original: Callable, response_error: type) -> Callable:
-    async def _request(self, method, str_or_url, **kwargs):
-        if method.upper() != "POST":  # recognise() reads POSTs only: skip the URL work
-            return await original(self, method, str_or_url, **kwargs)
-        try:
-            exchange = _begin(self, str_or_url, kwargs)
-        except Exception as exc:
-            contained("request", exc)
-            exchange = None
-        if exchange is None:
-            return await original(self, method, str_or_url, **kwargs)
-        try:
-            response = await original(self, method, str_or_url, **kwargs)
-        except BaseException as exc:
-            if isinstance(exc, response_error):  # raise_for_status: keep the status
-                exchange.http_status = exc.status
-            exchange.failed(exc)
-            raise
-        finally:
-            exchange.leave()
-        try:
-            decompress = kwargs.get("auto_decompress")
-            _observe(exchange, response, self.auto_decompress if decompress is None else decompress)
-        except Exception as exc:
-            contained("response", exc)
-        return response
-    return _request
+    """``ClientSession._request``, a coroutine function, wrapped by a plain function that
+    returns aiohttp's own coroutine, made at once (so that bad arguments raise where they
+    would without tokmagic), inside one of tokmagic's for a POST to an LLM API."""
+    def _request(self, method, str_or_url, **kwargs):
+        request = original(self, method, str_or_url, **kwargs)
+        if method in POST and (target := _target(self, str_or_url)) is not None:
+            return _captured(request, self, kwargs, target, response_error)
+        return request
+    mark = getattr(inspect, "markcoroutinefunction", None)  # Python 3.12+
+    return _request if mark is None else mark(_request)
 
 
 # -- the body, as aiohttp receives it ------------------------------------------------
+#
+# Every body aiohttp receives (or serves) passes through these; one that is not watched
+# costs a test of an empty dict, or of a miss in it.
 
 def _feed_data_wrapper(original: Callable) -> Callable:
+    def feed_data(self, data, size=0):
+        result = original(self, data, size)
+        if _watched:
+            entry = _watched.get(id(self))
+            if entry is not None:
+                entry[0].feed(data)
+        return result
+    return feed_data
+
+
+def _feed_data_generic(original: Callable) -> Callable:
     def feed_data(self, data, *args, **kwargs):
         result = original(self, data, *args, **kwargs)
         if _watched:
-            watcher = _watched.get(id(self))
-            if watcher is not None:
-                watcher.feed(data)
+            entry = _watched.get(id(self))
+            if entry is not None:
+                entry[0].feed(data)
         return result
     return feed_data
 
 
 def _feed_eof_wrapper(original: Callable) -> Callable:
+    def feed_eof(self):
+        if not _watched:
+            return original(self)
+        return _ended(_unwatch(self), None, lambda: original(self))
+    return feed_eof
+
+
+def _feed_eof_generic(original: Callable) -> Callable:
     def feed_eof(self, *args, **kwargs):
-        watcher = _watched.pop(id(self), None) if _watched else None
-        try:
+        if not _watched:
             return original(self, *args, **kwargs)
-        finally:
-            if watcher is not None:
-                watcher.end()
+        return _ended(_unwatch(self), None, lambda: original(self, *args, **kwargs))
     return feed_eof
 
 
 def _set_exception_wrapper(original: Callable) -> Callable:
-    def set_exception(self, exc, *args, **kwargs):
-        watcher = _watched.pop(id(self), None) if _watched else None
-        try:
-            return original(self, exc, *args, **kwargs)
-        finally:
-            if watcher is not None:
-                watcher.end(exc)
+    def set_exception(self, exc, exc_cause=None):
+        if not _watched:
+            return original(self, exc, exc_cause)
+        return _ended(_unwatch(self), exc, lambda: original(self, exc, exc_cause))
     return set_exception
+
+
+def _set_exception_generic(original: Callable) -> Callable:
+    def set_exception(self, exc, *args, **kwargs):
+        if not _watched:
+            return original(self, exc, *args, **kwargs)
+        return _ended(_unwatch(self), exc, lambda: original(self, exc, *args, **kwargs))
+    return set_exception
+
+
+def _ended(watcher: StreamWatcher | None, error: BaseException | None, call: Callable[[], object]):
+    """The body ends (``error`` None) or fails, by ``call()``: the watcher, if any, ends after it."""
+    try:
+        return call()
+    finally:
+        if watcher is not None:
+            watcher.end(error)
 
 
 def _close_wrapper(original: Callable) -> Callable:
     """``ClientResponse.close`` / ``release``: a body closed before its end."""
+    def close(self):
+        if _watched:
+            _closed(self)
+        return original(self)
+    return close
+
+
+def _close_generic(original: Callable) -> Callable:
     def close(self, *args, **kwargs):
         if _watched:
-            watcher = _watched.pop(id(self.content), None)
-            if watcher is not None:
-                watcher.closed()
+            _closed(self)
         return original(self, *args, **kwargs)
     return close
 
 
-_STREAM_HOOKS = {"feed_data": _feed_data_wrapper, "feed_eof": _feed_eof_wrapper,
-                 "set_exception": _set_exception_wrapper}
+def _closed(response) -> None:
+    watcher = _unwatch(response.content)
+    if watcher is not None:
+        watcher.closed()
+
+
+_STREAM_HOOKS = {"feed_data": (_feed_data_wrapper, _feed_data_generic),
+                 "feed_eof": (_feed_eof_wrapper, _feed_eof_generic),
+                 "set_exception": (_set_exception_wrapper, _set_exception_generic)}
 _CLOSES = ("close", "release")
 
 
@@ -170,10 +248,10 @@ def patch(module: ModuleType) -> None:
     try:
         wrap(module.ClientSession, "_request",
              lambda original: _request_wrapper(original, module.ClientResponseError))
-        for name, make in _STREAM_HOOKS.items():
-            wrap(module.StreamReader, name, make)
+        for name, (make, generic) in _STREAM_HOOKS.items():
+            wrap(module.StreamReader, name, make, generic)
         for name in _CLOSES:
-            wrap(module.ClientResponse, name, _close_wrapper)
+            wrap(module.ClientResponse, name, _close_wrapper, _close_generic)
     except Exception as exc:  # never let the user's import fail: undo what was done
         with suppress(Exception):
             unpatch(module)

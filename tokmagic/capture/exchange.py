@@ -32,7 +32,8 @@ _last_call: ContextVar[str | None] = ContextVar("tokmagic_last_call", default=No
 #: key the Stainless SDKs (openai, anthropic) keep across retries, and botocore's ids.
 _CALL_ID_HEADERS = (b"idempotency-key", b"amz-sdk-invocation-id")
 _IDENTITY_HEADERS = (*_CALL_ID_HEADERS, b"x-stainless-retry-count", b"amz-sdk-request")
-_IDENTITY_LENGTHS = frozenset(map(len, _IDENTITY_HEADERS))
+#: Their lengths: a header of another length is skipped without being lowercased.
+IDENTITY_NAME_LENGTHS = frozenset(map(len, _IDENTITY_HEADERS))
 
 
 def header_pairs(headers: Any) -> Iterable[tuple[Any, Any]]:
@@ -47,7 +48,7 @@ def retry_identity(headers: Iterable[tuple[Any, Any]]) -> tuple[str, int]:
     the request headers as (name, value) pairs of bytes or str."""
     call_id, attempt = None, 1
     for name, value in headers:
-        if len(name) not in _IDENTITY_LENGTHS:  # most headers: skip without lowercasing
+        if len(name) not in IDENTITY_NAME_LENGTHS:  # most headers: skip without lowercasing
             continue
         name = (name if isinstance(name, bytes) else name.encode("latin-1")).lower()
         if name not in _IDENTITY_HEADERS:

@@ -1,25 +1,69 @@
 """Replace a method with tokmagic's wrapper and put the original back: the one way the
 capture modules patch a class, so that a second patch changes nothing and an unpatch
-never removes a wrapper someone else put over ours."""
+never removes a wrapper someone else put over ours.
+
+Most calls through a wrapped method are none of tokmagic's business, and a wrapper that
+only passes them on costs little only if it takes its parameters as the method does:
+packing them into ``*args, **kwargs`` and out again costs more than everything else such
+a call pays (about 1 µs for urllib3's ``_make_request``, which is passed nine keywords).
+So a capture module gives two wrappers: one that spells out the parameters of the method
+as it was written against, used where the installed method takes exactly those (and with
+the method's own default values), and a generic one for any other version."""
 from __future__ import annotations
 
 import functools
+import itertools
+import types
 from types import ModuleType
 from typing import Callable
 
 from ..warn import warn_once
 
 _MARK = "__tokmagic_original__"
+_STAR_ARGS = 0x04 | 0x08  # CO_VARARGS | CO_VARKEYWORDS
+
+#: Every spelling of POST, for libraries that pass the method on as the caller wrote it:
+#: one set lookup tells the other methods apart without upper-casing them.
+POST = frozenset(map("".join, itertools.product(*zip("POST", "post"))))
+
+Make = Callable[[Callable], Callable]
 
 
-def wrap(cls: type, name: str, make: Callable[[Callable], Callable]) -> None:
-    """Set ``cls.name`` to ``make(original)`` unless tokmagic's wrapper is already there."""
+def wrap(cls: type, name: str, make: Make, generic: Make | None = None) -> None:
+    """Set ``cls.name`` to tokmagic's wrapper unless it is already there.
+
+    The wrapper is ``make(original)``. With ``generic`` given, that one must spell out the
+    original's parameters: it is used only where the installed method takes the very same
+    (then with its defaults), and ``generic(original)`` everywhere else."""
     current = cls.__dict__[name]
     if getattr(current, _MARK, None) is not None:
         return
-    wrapper = functools.wraps(current)(make(current))
+    wrapper = make(current)
+    if generic is not None:
+        if same_parameters(wrapper, current):
+            wrapper.__defaults__, wrapper.__kwdefaults__ = current.__defaults__, current.__kwdefaults__
+        else:
+            wrapper = generic(current)
+    wrapper = functools.wraps(current)(wrapper)
     setattr(wrapper, _MARK, current)
     setattr(cls, name, wrapper)
+
+
+def same_parameters(wrapper: Callable, original: object) -> bool:
+    """Whether ``original`` is a plain function taking the parameters ``wrapper`` takes:
+    the same names in the same order, of the same kinds, the same ones with defaults. A
+    wrapper put there by someone else does not count, even if it names what it wraps."""
+    if not isinstance(original, types.FunctionType) or not isinstance(wrapper, types.FunctionType):
+        return False
+    return _parameters(wrapper) == _parameters(original)
+
+
+def _parameters(func: types.FunctionType) -> tuple:
+    code = func.__code__
+    star = code.co_flags & _STAR_ARGS
+    count = code.co_argcount + code.co_kwonlyargcount + bin(star).count("1")
+    return (code.co_varnames[:count], code.co_posonlyargcount, code.co_argcount, star,
+            len(func.__defaults__ or ()), sorted(func.__kwdefaults__ or ()))
 
 
 def unwrap(cls: type, name: str) -> None:

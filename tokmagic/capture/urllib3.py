@@ -6,7 +6,8 @@ watched as it is read, by the caller or (``preload_content=True``) by tokmagic's
 in urllib3's stead, through ``HTTPResponse.read``, ``read1`` and ``read_chunked`` (which
 ``stream()``, ``data``, ``json()`` and requests' ``iter_content`` all come down to).
 Those are patched on the class, so a response that is not an LLM call pays one attribute
-lookup per read."""
+lookup per read, and a request that is not one a test of its method (and for a POST, of
+its path)."""
 from __future__ import annotations
 
 from contextlib import suppress
@@ -14,8 +15,8 @@ from types import ModuleType
 from typing import Callable
 
 from ..protocols import recognise
-from .exchange import Exchange, StreamWatcher, contained, header_pairs, in_exchange
-from .patching import cannot_patch, unwrap, wrap
+from .exchange import IDENTITY_NAME_LENGTHS, Exchange, StreamWatcher, contained, header_pairs, in_exchange
+from .patching import POST, cannot_patch, unwrap, wrap
 
 MODULES = ("urllib3",)
 
@@ -39,7 +40,9 @@ class _Observed:
     def watcher_for(self, response, decode_content: bool | None) -> StreamWatcher:
         if self.watcher is None:
             headers = response.headers
-            encoding = None if _decodes(response, decode_content) else headers.get("content-encoding")
+            # most bodies have no encoding: test for one rather than have get() raise and catch
+            encoding = (headers.get("content-encoding") if "content-encoding" in headers
+                        and not _decodes(response, decode_content) else None)
             self.watcher = self.exchange.watch(response.status, headers.get("content-type", ""), encoding)
         return self.watcher
 
@@ -59,65 +62,112 @@ def _decode_arg(args: tuple, kwargs: dict) -> bool | None:
     return args[1] if len(args) > 1 else None
 
 
+def _request_headers(headers):
+    """The request headers as (name, value) pairs for the exchange, which reads only a
+    few of them. A dict or a list of pairs is passed as it is; of another mapping only the
+    names are read, and the values of those that could matter. botocore's HeadersDict is
+    read from its own store: each lookup in it makes, hashes and compares a key object in
+    Python, which made its headers cost more than the rest of capture."""
+    if headers is None or type(headers) is dict or not hasattr(headers, "keys"):
+        return header_pairs(headers)
+    store = getattr(headers, "_dict", None)  # botocore: {_HeaderKey: value}, the name in ._key
+    if type(store) is dict:
+        try:
+            return [(key._key, value) for key, value in store.items() if len(key._key) in IDENTITY_NAME_LENGTHS]
+        except (AttributeError, TypeError):
+            pass
+    return [(name, headers[name]) for name in headers if len(name) in IDENTITY_NAME_LENGTHS]
+
+
 def _forget(response) -> None:
     response.__dict__.pop(_STATE, None)
 
 
 # -- the request -----------------------------------------------------------------------
 
-def _begin(pool, url: str, args: tuple, kwargs: dict, parse_url) -> Exchange | None:
-    """An Exchange for an LLM request, None for any other."""
-    host, port = pool.host, pool.port
-    if not url.startswith("/"):  # an absolute URL: sent through a proxy
-        parsed = parse_url(url)
-        host, port, url = parsed.host or host, parsed.port, parsed.path or "/"
-    path = url.split("?", 1)[0]
-    protocol = recognise("POST", path)
-    if protocol is None or in_exchange.get():
+def _begin(pool, url: str, body, headers, parse_url) -> Exchange | None:
+    """An Exchange for a POST to an LLM API, None for any other. Never raises."""
+    try:
+        host, port = pool.host, pool.port
+        if not url.startswith("/"):  # an absolute URL: sent through a proxy
+            parsed = parse_url(url)
+            host, port, url = parsed.host or host, parsed.port, parsed.path or "/"
+        path = url.split("?", 1)[0]
+        protocol = recognise("POST", path)
+        if protocol is None or in_exchange.get():
+            return None
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        elif not isinstance(body, bytes):
+            body = None  # a file or an iterator: not read by tokmagic
+        if port not in (None, 80, 443):
+            host = f"{host}:{port}"
+        # the headers carry botocore's invocation id and attempt number, which group retries
+        return Exchange(protocol, host, path, body, _request_headers(headers))
+    except Exception as exc:
+        contained("request", exc)
         return None
-    body = kwargs["body"] if "body" in kwargs else args[0] if args else None
-    if isinstance(body, str):
-        body = body.encode("utf-8")
-    elif not isinstance(body, bytes):
-        body = None  # a file or an iterator: not read by tokmagic
-    headers = kwargs["headers"] if "headers" in kwargs else args[1] if len(args) > 1 else None
-    if port not in (None, 80, 443):
-        host = f"{host}:{port}"
-    # the headers carry botocore's invocation id and attempt number, which group retries
-    return Exchange(protocol, host, path, body, header_pairs(headers))
+
+
+def _sent(exchange: Exchange, preload: bool, decode_content: bool, send: Callable[[bool], object]):
+    """Send an LLM request with ``send(preload_content)`` and watch its response's body.
+
+    A preloaded body is read here rather than in the response's constructor, so that it
+    goes through the watched read: a body cut short is seen as far as it came, with the
+    status that came before it."""
+    try:
+        response = send(False)
+    except BaseException as exc:
+        exchange.failed(exc)
+        raise
+    finally:
+        exchange.leave()
+    try:
+        exchange.response_headers(response.headers.get)
+        setattr(response, _STATE, _Observed(exchange))
+    except Exception as exc:
+        contained("response", exc)
+    if preload:
+        response.read(decode_content=decode_content, cache_content=True)
+    return response
 
 
 def _make_request_wrapper(original: Callable, parse_url) -> Callable:
+    # the defaults here stand for urllib3's own, which wrap() puts in their place
+    def _make_request(self, conn, method, url, body=None, headers=None, retries=None, timeout=None,
+                      chunked=False, response_conn=None, preload_content=True, decode_content=True,
+                      enforce_content_length=True):
+        if method in POST and (exchange := _begin(self, url, body, headers, parse_url)) is not None:
+            return _sent(exchange, preload_content, decode_content, lambda preload: original(
+                self, conn, method, url, body, headers, retries, timeout, chunked, response_conn,
+                preload, decode_content, enforce_content_length))
+        return original(self, conn, method, url, body, headers, retries, timeout, chunked,
+                        response_conn, preload_content, decode_content, enforce_content_length)
+    return _make_request
+
+
+def _make_request_generic(original: Callable, parse_url) -> Callable:
+    """For a urllib3 whose ``_make_request`` takes other parameters: urlopen passes all but
+    the first three by keyword."""
     def _make_request(self, conn, method, url, *args, **kwargs):
-        if method.upper() != "POST":  # recognise() reads POSTs only: skip the URL work
-            return original(self, conn, method, url, *args, **kwargs)
-        try:
-            exchange = _begin(self, url, args, kwargs, parse_url)
-        except Exception as exc:
-            contained("request", exc)
-            exchange = None
-        if exchange is None:
-            return original(self, conn, method, url, *args, **kwargs)
-        # urlopen passes these by keyword. A preloaded body is read here rather than in
-        # the response's constructor, so that it goes through the watched read: a body
-        # cut short is seen as far as it came, with the status that came before it.
-        preload = kwargs.get("preload_content", True)
-        kwargs["preload_content"] = False
-        try:
-            response = original(self, conn, method, url, *args, **kwargs)
-        except BaseException as exc:
-            exchange.failed(exc)
-            raise
-        finally:
-            exchange.leave()
-        setattr(response, _STATE, _Observed(exchange))
-        if preload:
-            response.read(decode_content=kwargs.get("decode_content", True), cache_content=True)
-        return response
+        if method in POST:
+            body = kwargs["body"] if "body" in kwargs else args[0] if args else None
+            headers = kwargs["headers"] if "headers" in kwargs else args[1] if len(args) > 1 else None
+            exchange = _begin(self, url, body, headers, parse_url)
+            if exchange is not None:
+                def send(preload: bool):
+                    kwargs["preload_content"] = preload
+                    return original(self, conn, method, url, *args, **kwargs)
+                return _sent(exchange, kwargs.get("preload_content", True), kwargs.get("decode_content", True),
+                             send)
+        return original(self, conn, method, url, *args, **kwargs)
     return _make_request
 
 
 # -- the body, as the caller reads it ------------------------------------------------
+#
+# Every response's reads and closes pass through these wrappers; for one that is not an
+# LLM call's (no _STATE on it) they cost one attribute lookup.
 
 def _feed(response, state: _Observed, data: bytes, decode_content: bool | None, drained) -> None:
     """One read returned ``data``: feed it, and end the body if ``drained(response)``
@@ -140,26 +190,60 @@ def _end(response, state: _Observed, decode_content: bool | None, error: BaseExc
         contained("urllib3 read", exc)
 
 
+def _watched_read(response, state: _Observed, decode_content: bool | None, drained, read: Callable[[], bytes]):
+    """One read of a watched body, by ``read()``."""
+    state.busy = True
+    try:
+        data = read()
+    except BaseException as exc:
+        _end(response, state, decode_content, exc)
+        raise
+    finally:
+        state.busy = False
+    _feed(response, state, data, decode_content, drained)
+    return data
+
+
 def _read_wrapper(original: Callable, drained) -> Callable:
+    def read(self, amt=None, decode_content=None, cache_content=False):
+        state = getattr(self, _STATE, None)
+        if state is None or state.busy:
+            return original(self, amt, decode_content, cache_content)
+        return _watched_read(self, state, decode_content, drained,
+                             lambda: original(self, amt, decode_content, cache_content))
+    return read
+
+
+def _read1_wrapper(original: Callable, drained) -> Callable:
+    def read1(self, amt=None, decode_content=None):
+        state = getattr(self, _STATE, None)
+        if state is None or state.busy:
+            return original(self, amt, decode_content)
+        return _watched_read(self, state, decode_content, drained, lambda: original(self, amt, decode_content))
+    return read1
+
+
+def _read_generic(original: Callable, drained) -> Callable:
     def read(self, *args, **kwargs):
         state = getattr(self, _STATE, None)
         if state is None or state.busy:
             return original(self, *args, **kwargs)
-        decode_content = _decode_arg(args, kwargs)
-        state.busy = True
-        try:
-            data = original(self, *args, **kwargs)
-        except BaseException as exc:
-            _end(self, state, decode_content, exc)
-            raise
-        finally:
-            state.busy = False
-        _feed(self, state, data, decode_content, drained)
-        return data
+        return _watched_read(self, state, _decode_arg(args, kwargs), drained,
+                             lambda: original(self, *args, **kwargs))
     return read
 
 
 def _read_chunked_wrapper(original: Callable) -> Callable:
+    def read_chunked(self, amt=None, decode_content=None):
+        chunks = original(self, amt, decode_content)
+        state = getattr(self, _STATE, None)
+        if state is None or state.busy:
+            return chunks
+        return _watched_chunks(self, state, chunks, decode_content)
+    return read_chunked
+
+
+def _read_chunked_generic(original: Callable) -> Callable:
     def read_chunked(self, *args, **kwargs):
         chunks = original(self, *args, **kwargs)
         state = getattr(self, _STATE, None)
@@ -192,19 +276,33 @@ def _watched_chunks(response, state: _Observed, chunks, decode_content: bool | N
         chunks.close()
 
 
+def _watched_close(response, state: _Observed, close: Callable[[], object]):
+    _forget(response)
+    try:
+        return close()
+    finally:
+        try:
+            state.watcher_for(response, None).closed()
+        except Exception as exc:
+            contained("urllib3 close", exc)
+
+
 def _close_wrapper(original: Callable) -> Callable:
+    """``close``, ``release_conn``, ``drain_conn``: a body let go, maybe before its end."""
+    def close(self):
+        state = getattr(self, _STATE, None)
+        if state is None or state.busy:
+            return original(self)
+        return _watched_close(self, state, lambda: original(self))
+    return close
+
+
+def _close_generic(original: Callable) -> Callable:
     def close(self, *args, **kwargs):
         state = getattr(self, _STATE, None)
         if state is None or state.busy:
             return original(self, *args, **kwargs)
-        _forget(self)
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            try:
-                state.watcher_for(self, None).closed()
-            except Exception as exc:
-                contained("urllib3 close", exc)
+        return _watched_close(self, state, lambda: original(self, *args, **kwargs))
     return close
 
 
@@ -227,13 +325,15 @@ def patch(module: ModuleType) -> None:
         drained = _drained_test(module.util.response.is_fp_closed)
         parse_url = module.util.parse_url
         wrap(module.connectionpool.HTTPConnectionPool, "_make_request",
-             lambda original: _make_request_wrapper(original, parse_url))
+             lambda original: _make_request_wrapper(original, parse_url),
+             lambda original: _make_request_generic(original, parse_url))
         response = module.response.HTTPResponse
-        for name in _READS:
-            wrap(response, name, lambda original: _read_wrapper(original, drained))
-        wrap(response, "read_chunked", _read_chunked_wrapper)
+        for name, make in (("read", _read_wrapper), ("read1", _read1_wrapper)):
+            wrap(response, name, lambda original, make=make: make(original, drained),
+                 lambda original: _read_generic(original, drained))
+        wrap(response, "read_chunked", _read_chunked_wrapper, _read_chunked_generic)
         for name in _CLOSES:
-            wrap(response, name, _close_wrapper)
+            wrap(response, name, _close_wrapper, _close_generic)
     except Exception as exc:  # never let the user's import fail: undo what was done
         with suppress(Exception):
             unpatch(module)
