@@ -129,8 +129,14 @@ def test_unload_stops_the_panel_and_llm_panel_needs_the_extension(ip, kernel_lik
         run(ip, "%llm_panel")
     live = panel._current
     thread = live.updates._thread
-    run(ip, "%unload_ext tokmagic")
+    with capture_output() as io:
+        run(ip, "%unload_ext tokmagic")
     assert panel._current is None and not thread.is_alive()
+    # its last redraw says it stopped, so a panel left on the page is not taken for live
+    (last,) = io.outputs
+    assert last.update and last.transient["display_id"] == live.display_id
+    assert last.data["text/plain"].splitlines()[-1] == \
+        "! stopped: tokmagic was unloaded, these are the totals as of then"
     assert live.post_run_cell not in ip.events.callbacks["post_run_cell"]
     assert live.updates.notify not in session._listeners
     result = ip.run_cell("%llm_panel", store_history=True)
@@ -186,3 +192,21 @@ def test_chart_defaults_to_the_session(ip):
     fig = tokmagic.chart(kind="tokens", by="tag")
     (ax,) = fig.axes
     assert [t.get_text() for t in ax.get_xticklabels()] == ["untagged"]
+
+
+def test_reload_leaves_the_old_widget_marked_stopped_and_shows_a_live_one(ip, kernel_like):
+    kernel_like(widgets=True)
+    with capture_output():
+        run(ip, "%llm_panel")
+        run(ip, BASIC_CALL)
+    old = panel._current
+    with capture_output() as io:
+        run(ip, "%reload_ext tokmagic")
+    assert "stopped: tokmagic was unloaded" in old.widget.marks.value
+    assert "<td class='tm-calls'>1</td>" in old.widget.totals.value
+    new = panel._current
+    assert new is not old and "stopped" not in new.widget.marks.value
+    with capture_output():
+        run(ip, BASIC_CALL)
+    assert "<td class='tm-calls'>2</td>" in new.widget.totals.value
+    assert "<td class='tm-calls'>1</td>" in old.widget.totals.value

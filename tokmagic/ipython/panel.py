@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from IPython.display import display, update_display
@@ -126,23 +127,33 @@ class LivePanel:
             self._publish(state)
 
     def post_run_cell(self, result: Any) -> None:
-        """The final redraw of a cell. A widget panel also refreshes its text/html, so a
-        saved notebook and a frontend without widgets show the cell's final numbers."""
+        """The final redraw of a cell."""
+        self._redraw_final()
+
+    def close(self) -> None:
+        """Stop redrawing, after a last redraw that says the panel has stopped, so that a
+        panel left on the page is not taken for a live one. Safe to call twice."""
+        self.updates.stop()
         try:
-            state = self.updates.flush()
+            self.shell.events.unregister("post_run_cell", self.post_run_cell)
+        except ValueError:  # never registered (terminal), or removed already
+            return
+        self._redraw_final(stopped=True)
+
+    def _redraw_final(self, stopped: bool = False) -> None:
+        """Draw now. A widget panel also refreshes its text/html, so a saved notebook and a
+        frontend without widgets show the same numbers."""
+        try:
+            if stopped:
+                state = replace(self.updates.read(), stopped=True)
+                self._draw(state)
+            else:
+                state = self.updates.flush()
             if self.widget is not None:
                 self._publish(state)
         except Exception as exc:
             warn_once("panel-draw", f"tokmagic: the live panel could not redraw ({exc!r}); "
                                     "the calls are still recorded, see %llm_usage.")
-
-    def close(self) -> None:
-        """Stop redrawing; the panel keeps the numbers of its last redraw. Safe to call twice."""
-        self.updates.stop()
-        try:
-            self.shell.events.unregister("post_run_cell", self.post_run_cell)
-        except ValueError:  # never registered (terminal), or removed already
-            pass
 
 
 #: The panel of the shell tokmagic is loaded into; None until first shown.

@@ -53,6 +53,8 @@ class PanelState:
     cell_totals: Summary | None = None
     last: LastCall | None = None
     budget_usd: float | None = None
+    #: The panel no longer moves (the extension was unloaded): its numbers are as of then.
+    stopped: bool = False
 
     @property
     def estimated_share(self) -> float:

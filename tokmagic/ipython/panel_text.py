@@ -69,6 +69,8 @@ def marks(state: PanelState) -> list[str]:
                    f"({state.estimated_share:.0%} of tokens)")
     if state.over_budget:
         out.append(f"over budget ({usd(s.cost_usd)} of {usd(state.budget_usd)})")
+    if state.stopped:
+        out.append("stopped: tokmagic was unloaded, these are the totals as of then")
     return out
 
 
