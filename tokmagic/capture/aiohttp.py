@@ -154,9 +154,7 @@ def _feed_data_wrapper(original: Callable) -> Callable:
     def feed_data(self, data, size=0):
         result = original(self, data, size)
         if _watched:
-            entry = _watched.get(id(self))
-            if entry is not None:
-                entry[0].feed(data)
+            _fed(self, data)
         return result
     return feed_data
 
@@ -165,11 +163,15 @@ def _feed_data_generic(original: Callable) -> Callable:
     def feed_data(self, data, *args, **kwargs):
         result = original(self, data, *args, **kwargs)
         if _watched:
-            entry = _watched.get(id(self))
-            if entry is not None:
-                entry[0].feed(data)
+            _fed(self, data)
         return result
     return feed_data
+
+
+def _fed(reader, data: bytes) -> None:
+    entry = _watched.get(id(reader))
+    if entry is not None:
+        entry[0].feed(data)
 
 
 def _feed_eof_wrapper(original: Callable) -> Callable:
