@@ -189,6 +189,19 @@ def test_event_delay_paces_a_stream(oa, turns):
         tokmagic.demo.start(event_delay_ms=0)
 
 
+def test_event_delay_paces_a_whole_reply_as_if_streamed(oa, turns):
+    from tokmagic.demo.server import TOKENS_PER_EVENT
+
+    tokens = turns.next("openai_chat")["usage"]["completion_tokens"]
+    tokmagic.demo.start(event_delay_ms=10)
+    try:
+        began = time.perf_counter()
+        oa.chat.completions.create(model=CHAT, messages=HELLO)
+        assert time.perf_counter() - began >= 0.010 * tokens / TOKENS_PER_EVENT > 0.02
+    finally:
+        tokmagic.demo.start(event_delay_ms=0)
+
+
 def test_base64_embeddings_are_little_endian_float32(base, turns):
     """The format the openai SDK asks for by default, checked without the SDK."""
     import json

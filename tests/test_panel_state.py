@@ -236,7 +236,8 @@ def test_unpriced_estimated_and_over_budget_are_marked():
     marks = panel_text.marks(state)
     share = state.estimated_share
     assert share == pytest.approx(call(2).usage.total_tokens / state.session.usage.total_tokens)
-    assert marks == ["1 call unpriced (not in the cost)", f"1 call estimated ({share:.0%} of tokens)"]
+    assert marks == ["1 call unpriced (not in the cost; '+ ?' marks it)",
+                     f"1 call estimated ({share:.0%} of tokens; '~' marks their totals)"]
     assert "~$" in panel_text.text(state) and "+ ?" in panel_text.text(state)
     # Budgets are a later feature: the mark shows only when a budget is set and exceeded.
     assert not state.over_budget

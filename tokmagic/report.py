@@ -58,10 +58,14 @@ def grouped(df: "pd.DataFrame", by: str | Sequence[str]) -> "pd.DataFrame":
 
 
 def usd(value: float) -> str:
+    """A cost as people read it: cents to four places, fractions of a cent to six, and
+    what rounds to nothing as below the smallest step rather than as $0."""
     if math.isnan(value):
         return "unknown"
     if value == 0:
         return "$0"
+    if value < 0.0000005:
+        return "<$0.000001"
     return f"${value:,.6f}" if value < 0.01 else f"${value:,.4f}"
 
 

@@ -29,8 +29,9 @@ def _responses() -> dict[str, Any]:
 def start(event_delay_ms: float = 0) -> str:
     """Start the endpoint on 127.0.0.1 (once per process) and return its base URL.
 
-    ``event_delay_ms`` pauses between the events of a stream, so it visibly streams; a
-    later call only changes that pause.
+    ``event_delay_ms`` pauses between the events of a stream, so it visibly streams, and
+    delays a whole reply about as long as it would have streamed; a later call only
+    changes that pause.
     """
     global _server
     with _lock:

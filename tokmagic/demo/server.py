@@ -69,6 +69,10 @@ def sse_event(event: dict[str, Any]) -> bytes:
     return f"{name}data: {text}\n\n".encode()
 
 
+#: Tokens a streamed demo event carries, about: what paces a whole (unstreamed) reply.
+TOKENS_PER_EVENT = 4
+
+
 class DemoServer(ThreadingHTTPServer):
     """Holds the replies and the pause between stream events; says nothing on stderr."""
 
@@ -107,10 +111,19 @@ class DemoHandler(BaseHTTPRequestHandler):
         elif isinstance(reply, list):
             self._stream(reply)
         else:
+            self._pause_for(reply)
             self._json(200, reply)
 
     def do_GET(self) -> None:
         self._json(404, _error(f"the tokmagic demo does not serve GET {self.path}"))
+
+    def _pause_for(self, reply: dict[str, Any]) -> None:
+        """Wait about as long as the reply would take to stream (at some four tokens an
+        event), so a whole reply's latency and tokens/s look like a real model's."""
+        usage = reply.get("usage") or {}
+        tokens = usage.get("completion_tokens") or usage.get("output_tokens") or 0
+        if self.server.event_delay_s and isinstance(tokens, int):
+            time.sleep(min(2.0, self.server.event_delay_s * tokens / TOKENS_PER_EVENT))
 
     def _json(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()

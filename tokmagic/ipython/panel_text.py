@@ -63,10 +63,11 @@ def marks(state: PanelState) -> list[str]:
     s = state.session
     out = []
     if s.unpriced:
-        out.append(f"{s.unpriced:,} call{'s' * (s.unpriced != 1)} unpriced (not in the cost)")
+        out.append(f"{s.unpriced:,} call{'s' * (s.unpriced != 1)} unpriced (not in the cost; "
+                   "'+ ?' marks it)")
     if s.estimated:
         out.append(f"{s.estimated:,} call{'s' * (s.estimated != 1)} estimated "
-                   f"({state.estimated_share:.0%} of tokens)")
+                   f"({state.estimated_share:.0%} of tokens; '~' marks their totals)")
     if state.over_budget:
         out.append(f"over budget ({usd(s.cost_usd)} of {usd(state.budget_usd)})")
     if state.stopped:
