@@ -99,6 +99,12 @@ def captured():
     session.reset()
 
 
+@pytest.fixture
+def fresh_warnings(monkeypatch):
+    """Warnings given once per kind are given again in this test."""
+    monkeypatch.setattr(tokmagic.warn, "_seen", set())
+
+
 #: Run in the ``ip`` shell: an openai client on the replay server, and two helpers.
 SHELL_SETUP = """\
 from openai import OpenAI

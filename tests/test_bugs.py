@@ -541,12 +541,6 @@ def test_06_kind_corpus_thinking_models(replay, case_id, mode):
 
 # -- 08 azure-model-name-ambiguous ----------------------------------------------------
 
-@pytest.fixture
-def fresh_warnings(monkeypatch):
-    """Warnings given once per kind are given again in this test."""
-    monkeypatch.setattr(tokmagic.warn, "_seen", set())
-
-
 def deployment_warnings(caught) -> list[str]:
     return [str(w.message) for w in caught
             if issubclass(w.category, TokmagicWarning) and "set_deployment" in str(w.message)]
@@ -1219,10 +1213,11 @@ def test_17_connection_dropped(serve_cases, mode):
     base = serve_cases([case])
     off, on = without_then_with(lambda: _run_with_deadline(lambda: sdk.run(case, base, mode, routed=False)))
     assert on.comparable() == off.comparable()
-    assert on.kind == "raised" and on.exc_type.__name__ == "RemoteProtocolError"
+    # anthropic before 2.17 lets the HTTP library's error through; later ones wrap it
+    assert on.kind == "raised" and on.exc_type.__name__ in ("RemoteProtocolError", "APIConnectionError")
     [r] = records(1)
     _assert_17_record(bug, r, _sse_text(bug))
-    assert r.error == "RemoteProtocolError"
+    assert r.error == "RemoteProtocolError"  # what the connection did, whatever the SDK raised
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])

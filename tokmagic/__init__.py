@@ -14,6 +14,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator
 
+from . import capture
 from .capture import install, uninstall
 from .interaction import LLMInteractionMonitor
 from .monitor import Monitor, Summary, session
@@ -60,24 +61,10 @@ def summary(tag: str | None = None) -> Summary:
 @contextmanager
 def track(tag: str | None = None) -> Iterator[Summary]:
     """Capture the calls made in the block, tagged ``tag``; the yielded Summary is filled
-    in when the block ends."""
-    install()
-    result = Summary(tag=tag)
-    mine: list = []
-
-    def collect(record) -> None:
-        if record.tag == tag:
-            mine.append(record)
-
-    session.subscribe(collect)
-    with session.scoped(tag=tag):
-        try:
-            yield result
-        finally:
-            session.unsubscribe(collect)
-            session.records()  # prices and estimates, done once the block is over
-            for record in mine:
-                result.add(record)
+    in when the block ends and counts the calls the block made (its threads and tasks
+    included). Capture is on for the block; after it, it is on only if it was before."""
+    with capture.held(), session.tracked(tag) as (result, _):
+        yield result
 
 
 def reset() -> None:

@@ -14,27 +14,36 @@ from .tokens import Counter
 class LLMInteractionMonitor:
     """Counts prompt and response tokens of interactions you record yourself.
 
-    >>> m = LLMInteractionMonitor(model="gpt-4o-mini")
-    >>> m.record_interaction("Hello there", "Hi! How can I help?")
+    ``provider`` ("openai", "anthropic", ...: the names genai-prices uses) says whose
+    prices apply; without one, the provider is guessed from the model name ("gpt-",
+    "claude", "gemini", ...) and the record's provider is "manual".
+
+    >>> m = LLMInteractionMonitor(model="gpt-4o-mini", provider="openai")
+    >>> record = m.record_interaction("Hello there", "Hi! How can I help?")
     >>> m.get_total_tokens()
     (2, 7)
     """
 
-    def __init__(self, model: str | None = None, monitor: Monitor | None = None) -> None:
+    def __init__(self, model: str | None = None, monitor: Monitor | None = None,
+                 provider: str | None = None) -> None:
         self.model = model
         self.monitor = monitor or session
+        self.provider = provider
         self.interactions: list[CallRecord] = []
         self._lock = threading.Lock()
 
-    def record_interaction(self, prompt: str, response: str, model: str | None = None) -> CallRecord:
-        """Count ``prompt`` as input and ``response`` as output for ``model`` (default: the
-        monitor's); models without a tiktoken encoding are counted with o200k_base."""
+    def record_interaction(self, prompt: str, response: str, model: str | None = None,
+                           provider: str | None = None) -> CallRecord:
+        """Count ``prompt`` as input and ``response`` as output for ``model`` and ``provider``
+        (default: the monitor's); models without a tiktoken encoding are counted with
+        o200k_base."""
         model = model or self.model
         counter = Counter(model)
         scope = self.monitor.scope
-        record = CallRecord(time=time.time(), provider="manual", api="manual", model=model,
-                            stream=False, status="ok", http_status=None, source="manual",
-                            cell=scope.cell, cell_id=scope.cell_id, tag=scope.tag,
+        record = CallRecord(time=time.time(), provider=provider or self.provider or "manual",
+                            api="manual", model=model, stream=False, status="ok", http_status=None,
+                            source="manual", cell=scope.cell, cell_id=scope.cell_id, tag=scope.tag,
+                            scope=scope,
                             usage=Usage(input_tokens=counter.count(prompt or ""),
                                         output_tokens=counter.count(response or "")),
                             estimated=True, estimate_method=counter.method)

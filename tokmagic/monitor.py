@@ -98,7 +98,12 @@ class Monitor:
         self._records: list[CallRecord] = []
         self._unresolved: list[CallRecord] = []
         self._listeners: list[Listener] = []
+        self._scope_end_hooks: list[Callable[[Scope], None]] = []
         self._main_scope = Scope()
+        #: Bumped whenever records already handed out change (a reset, a revision, new
+        #: prices): a reader that folds records incrementally starts over.
+        self.generation = 0
+        self._pricing_generation = 0
 
     # -- scope -----------------------------------------------------------------
     @property
@@ -126,20 +131,77 @@ class Monitor:
         """Attribute calls made inside the block to a cell and/or tag; calls made after it
         by threads it started are background calls."""
         previous = self.scope
-        scope = self.scope = replace(previous, ended=False, **changes)
+        scope = self.scope = replace(previous, ended=False, parent=previous, **changes)
         try:
             yield scope
         finally:
-            scope.ended = True
+            self.end_scope(scope)
             self.scope = previous
+
+    def end_scope(self, scope: Scope) -> None:
+        """Mark ``scope`` over (a cell or block ended) and tell the scope-end hooks, once."""
+        if scope.ended:
+            return
+        scope.ended = True
+        for hook in self._scope_end_hooks:
+            try:
+                hook(scope)
+            except Exception as exc:
+                from .warn import warn_once
+
+                warn_once("scope-end", f"tokmagic: could not settle the calls of an ended cell "
+                                       f"({exc!r}); they are recorded when their streams end.")
+
+    def on_scope_end(self, hook: Callable[[Scope], None]) -> None:
+        """Call ``hook(scope)`` whenever a scope ends, in the thread that ended it (capture
+        records the streams the scope left open)."""
+        self._scope_end_hooks.append(hook)
+
+    @contextmanager
+    def tracked(self, tag: str | None = None) -> Iterator[tuple[Summary, list[CallRecord]]]:
+        """Run the block in a scope tagged ``tag``; yields its Summary, filled in when the
+        block ends, and the list of its records. A call counts when it was made in the
+        block (or a thread, task or scope it started), whatever its tag; calls of other
+        cells that land meanwhile do not."""
+        result = Summary(tag=tag)
+        mine: dict[int, CallRecord] = {}  # by id: a revised record is notified again
+        with self.scoped(tag=tag) as scope:
+            def collect(record: CallRecord) -> None:
+                if record.scope is not None and record.scope.within(scope):
+                    mine[id(record)] = record
+
+            self.subscribe(collect)
+            records: list[CallRecord] = []
+            try:
+                yield result, records
+            finally:
+                self.end_scope(scope)  # streams it left open are recorded, and collected
+                self.unsubscribe(collect)
+                self.records()  # prices and estimates, done once the block is over
+                records.extend(mine.values())
+                for record in records:
+                    result.add(record)
 
     # -- writing ---------------------------------------------------------------
     def add(self, record: CallRecord) -> None:
         with self._lock:
             self._records.append(record)
             self._unresolved.append(record)
-            listeners = self._listeners
-        for listener in listeners:
+        self._notify(record)
+
+    def revise(self, record: CallRecord, change: Callable[[CallRecord], None]) -> None:
+        """Change a record already added (a stream recorded as interrupted when its cell
+        ended, that the caller then read on): ``change`` runs while no reader resolves,
+        and the record is resolved again when next read."""
+        with self._resolve_lock:
+            change(record)
+            with self._lock:
+                self._unresolved.append(record)
+                self.generation += 1
+        self._notify(record)
+
+    def _notify(self, record: CallRecord) -> None:
+        for listener in self._listeners:
             try:
                 listener(record)
             except Exception as exc:  # a display bug must not break the user's call
@@ -151,6 +213,7 @@ class Monitor:
         with self._lock:
             self._records = []
             self._unresolved = []
+            self.generation += 1
 
     def subscribe(self, listener: Listener) -> None:
         with self._lock:
@@ -168,10 +231,16 @@ class Monitor:
         # record another is still pricing (the live panel reads from its own thread). The
         # snapshot is taken with the records to resolve: calls landing meanwhile from
         # other threads wait for the next reader instead of slipping in unpriced.
+        from . import pricing
+
         with self._resolve_lock:
             with self._lock:
                 todo, self._unresolved = self._unresolved, []
                 snapshot = list(self._records)
+                if pricing.generation != self._pricing_generation:  # prices set since: reprice all
+                    self._pricing_generation = pricing.generation
+                    todo = snapshot
+                    self.generation += 1
             if todo:
                 from .resolve import resolve
 

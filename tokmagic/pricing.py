@@ -4,6 +4,7 @@ An unknown price is NaN plus one warning naming the model, never 0."""
 from __future__ import annotations
 
 import math
+import numbers
 import re
 import threading
 from dataclasses import dataclass
@@ -12,8 +13,10 @@ from .providers import is_free
 from .records import Usage
 from .warn import warn_once
 
-#: tokmagic's provider names that genai-prices spells differently.
-_GENAI_PROVIDER_IDS = {"google-vertex": "google", "bedrock": "aws"}
+#: tokmagic's provider names that genai-prices spells differently. "manual" (a call
+#: recorded with LLMInteractionMonitor, no provider given) is None: genai-prices then
+#: guesses the provider from the model name ("gpt-", "claude", "gemini", ...).
+_GENAI_PROVIDER_IDS: dict[str, str | None] = {"google-vertex": "google", "bedrock": "aws", "manual": None}
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,34 @@ _overrides: dict[str, Price] = {}
 #: Azure deployment name -> the model to price its calls as (see set_deployment).
 _deployments: dict[str, str] = {}
 _lock = threading.Lock()
+#: Bumped by every change of the user's prices, so the monitor reprices its records.
+generation = 1
+
+
+def _changed() -> None:
+    global generation
+    generation += 1
+
+
+def _check_name(func: str, arg: str, value: object, what: str) -> None:
+    """Reject a name that is not a non-empty string, saying what to pass instead."""
+    if isinstance(value, str) and value.strip():
+        return
+    message = f"tokmagic.{func}: {arg} must be {what} (a non-empty string), got {value!r}"
+    raise (ValueError if isinstance(value, str) else TypeError)(message)
+
+
+def _check_rate(arg: str, value: object, optional: bool = False) -> None:
+    """Reject a price that is not a finite number >= 0 (or None where ``optional``): found
+    here, not when a record is priced inside the user's cell."""
+    if optional and value is None:
+        return
+    message = (f"tokmagic.set_price: {arg} must be {'None or ' if optional else ''}a price in USD per "
+               f"million tokens (a number >= 0), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(message)
+    if not 0 <= value < math.inf:  # NaN fails every comparison
+        raise ValueError(message)
 
 
 def set_price(model: str, input: float, output: float, cached_input: float | None = None,
@@ -49,8 +80,14 @@ def set_price(model: str, input: float, output: float, cached_input: float | Non
     """Price ``model`` yourself (USD per million tokens): for models genai-prices does not
     know, negotiated rates or local servers (``set_price("llama3", 0, 0)``). A name
     without a date covers its dated snapshots; a snapshot's own price wins."""
+    _check_name("set_price", "model", model, "the model's name, e.g. 'gpt-4o'")
+    _check_rate("input", input)
+    _check_rate("output", output)
+    _check_rate("cached_input", cached_input, optional=True)
+    _check_rate("cache_write", cache_write, optional=True)
     with _lock:
         _overrides[model.lower()] = Price(input, output, cached_input, cache_write)
+        _changed()
 
 
 def set_deployment(name: str, model: str) -> None:
@@ -58,8 +95,11 @@ def set_deployment(name: str, model: str) -> None:
     ``set_deployment("gpt4-turbo-eval", "gpt-4-turbo-2024-04-09")``. Azure's responses may
     name only the model family ("gpt-4"), whose list price can be far from the snapshot
     the deployment runs; the deployment's own model is known only to its owner."""
+    _check_name("set_deployment", "name", name, "the Azure deployment's name")
+    _check_name("set_deployment", "model", model, "the model it runs, e.g. 'gpt-4-turbo-2024-04-09'")
     with _lock:
         _deployments[name] = model
+        _changed()
 
 
 def clear_prices() -> None:
@@ -68,6 +108,7 @@ def clear_prices() -> None:
     with _lock:
         _overrides.clear()
         _deployments.clear()
+        _changed()
 
 
 def _deployed_model(deployment: str, reported: str | None) -> str | None:

@@ -36,6 +36,18 @@ class Scope:
     tag: str | None = None
     #: Set when the cell is over, so calls from threads it left running are told apart.
     ended: bool = field(default=False, compare=False)
+    #: The scope this one was opened in (a track() block inside a cell): a call made in
+    #: a scope also counts for the scopes around it.
+    parent: "Scope | None" = field(default=None, compare=False, repr=False)
+
+    def within(self, other: "Scope") -> bool:
+        """Whether this scope is ``other`` or was opened inside it."""
+        scope: Scope | None = self
+        while scope is not None:
+            if scope is other:
+                return True
+            scope = scope.parent
+        return False
 
 
 #: The scope of calls whose origin is unknown (a thread started before tokmagic loaded).
@@ -84,7 +96,11 @@ class CallRecord:
     #: the scope, times and HTTP facts are final; the monitor's readers resolve it first.
     #: Dropped once done, so no prompt or response text lingers.
     pending: Any = field(default=None, repr=False, compare=False)
-    priced: bool = field(default=False, repr=False, compare=False)
+    #: The pricing generation (pricing.generation, from 1) the cost was computed under;
+    #: 0 until priced. A price set later starts a new generation, which reprices it.
+    priced: int = field(default=0, repr=False, compare=False)
+    #: The scope the call was made in: which cell's or track() block's totals it joins.
+    scope: Scope | None = field(default=None, repr=False, compare=False)
 
     @property
     def tokens_per_s(self) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+from . import pricing
 from .pricing import cost_usd
 from .protocols import Protocol, Reading
 from .records import CallRecord, Usage
@@ -52,7 +53,8 @@ class Estimate:
 
 def resolve(record: CallRecord) -> None:
     """Read what a record's response said, fill in estimates and price; safe to call
-    once per record. Each step done may leave the next one pending."""
+    again (it prices again only if prices changed). Each step done may leave the next
+    one pending."""
     while record.pending is not None:
         pending, record.pending = record.pending, None
         try:
@@ -60,13 +62,18 @@ def resolve(record: CallRecord) -> None:
         except Exception as exc:  # an estimate is a nicety; reading usage must not fail
             warn_once(f"estimate:{type(exc).__name__}", f"tokmagic: could not estimate the tokens "
                       f"of a {record.provider} call ({exc!r}); its counts show what was reported.")
-    if record.priced:
+    if record.priced == pricing.generation:
         return
-    record.priced = True
+    record.priced = pricing.generation
     u = record.usage
     if record.status == "unparsed":
         record.cost_usd = math.nan
     elif record.status == "error" and u == Usage():
         record.cost_usd = 0.0  # providers do not bill a refused request
     else:
-        record.cost_usd = cost_usd(record.provider, record.model, u, record.deployment)
+        try:
+            record.cost_usd = cost_usd(record.provider, record.model, u, record.deployment)
+        except Exception as exc:  # records are read inside the user's cells: never raise there
+            record.cost_usd = math.nan
+            warn_once(f"price-failed:{type(exc).__name__}", f"tokmagic: could not price a "
+                      f"{record.model!r} call ({exc!r}); its cost shows as NaN. Please report this.")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 from . import aiohttp as _aiohttp
 from . import httpx as _httpx
@@ -15,7 +17,27 @@ from .imports import forget_all, when_imported
 _LIBRARIES = (_httpx, _urllib3, _aiohttp)
 
 _lock = threading.Lock()
+#: Whether install() was called (and uninstall() not since), and how many held() blocks
+#: run: the libraries stay patched while either says so.
 _installed = False
+_holds = 0
+
+
+def _patch() -> None:
+    _threads.patch()
+    for library in _LIBRARIES:
+        for name in library.MODULES:
+            when_imported(name, library.patch)
+
+
+def _unpatch() -> None:
+    forget_all()
+    _threads.unpatch()
+    for library in _LIBRARIES:
+        for name in library.MODULES:
+            module = sys.modules.get(name)
+            if module is not None:
+                library.unpatch(module)
 
 
 def install() -> None:
@@ -23,30 +45,38 @@ def install() -> None:
     and aiohttp, now and when each is imported."""
     global _installed
     with _lock:
-        if _installed:
-            return
+        if not _installed and not _holds:
+            _patch()
         _installed = True
-        _threads.patch()
-        for library in _LIBRARIES:
-            for name in library.MODULES:
-                when_imported(name, library.patch)
 
 
 def uninstall() -> None:
-    """Stop capturing and restore every patched method."""
+    """Stop capturing and restore every patched method (once no held() block runs)."""
     global _installed
     with _lock:
-        if not _installed:
-            return
+        if _installed and not _holds:
+            _unpatch()
         _installed = False
-        forget_all()
-        _threads.unpatch()
-        for library in _LIBRARIES:
-            for name in library.MODULES:
-                module = sys.modules.get(name)
-                if module is not None:
-                    library.unpatch(module)
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Capture during the block, leaving capture as it was after it: tokmagic.track()
+    in a script, or after ``%unload_ext``, does not turn capture on for good."""
+    global _holds
+    with _lock:
+        if not _installed and not _holds:
+            _patch()
+        _holds += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _holds -= 1
+            if not _installed and not _holds:
+                _unpatch()
 
 
 def installed() -> bool:
+    """Whether install() turned capture on (a held() block alone does not count)."""
     return _installed

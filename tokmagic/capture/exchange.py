@@ -4,7 +4,9 @@ it) and turns what it saw into one CallRecord. Nothing here can break the caller
 request: every failure is contained, warned about once, and recorded as "unparsed"."""
 from __future__ import annotations
 
+import copy
 import itertools
+import threading
 import time
 from contextvars import ContextVar
 from typing import Any, Callable, Iterable
@@ -12,7 +14,7 @@ from typing import Any, Callable, Iterable
 from ..monitor import session
 from ..protocols import Protocol, Reading, provider_for
 from ..providers import deployment_of
-from ..records import BACKGROUND, CallRecord
+from ..records import BACKGROUND, CallRecord, Scope, Usage
 from .outcome import Known, Outcome, StreamParse, Unread, contained, framing_of
 
 #: Set while an exchange is in flight, so that a library layered on another HTTP client
@@ -72,8 +74,9 @@ def retry_identity(headers: Iterable[tuple[Any, Any]]) -> tuple[str, int]:
 class Exchange:
     """The record-to-be of one request, created just before the request is sent."""
 
-    __slots__ = ("protocol", "host", "path", "request_body", "start", "time", "scope", "done",
-                 "http_status", "stream", "token", "call_id", "attempt", "usage_headers")
+    __slots__ = ("protocol", "host", "path", "request_body", "start", "time", "scope", "background",
+                 "done", "http_status", "stream", "token", "call_id", "attempt", "usage_headers",
+                 "record")
 
     def __init__(self, protocol: Protocol, host: str, path: str, request_body: bytes | None,
                  headers: Iterable[tuple[Any, Any]] = ()) -> None:
@@ -81,7 +84,11 @@ class Exchange:
         self.host = host
         self.path = path
         self.request_body = request_body
-        self.scope = session.scope
+        self.scope = scope = session.scope
+        # a call started after its cell ended has no cell of its own; one started in the
+        # cell stays that cell's, however late it ends
+        self.background = scope.ended or scope is BACKGROUND
+        self.record: CallRecord | None = None  # made early when its cell ended first
         self.call_id, self.attempt = retry_identity(headers)
         self.time = time.time()
         self.start = time.perf_counter()
@@ -124,30 +131,54 @@ class Exchange:
     def known(self, status: str, reading: Reading | None = None, error: str | None = None) -> Known:
         return Known(self.protocol, self.path, self.request_body, status, reading or Reading(), error)
 
-    def finish(self, outcome: Outcome, ttft: float = float("nan")) -> None:
-        """Make the record, with what the response said left to read when it is read."""
+    def finish(self, outcome: Outcome, ttft: float = float("nan"), final: bool = True) -> None:
+        """Make the record, with what the response said left to read when it is read.
+        ``final`` False makes it for now (a stream still open when its cell ended): the
+        next call replaces its outcome, in place."""
         if self.done:
             return
-        self.done = True
+        self.done = final
         try:
-            scope = self.scope
+            outcome.headers = self.usage_headers
+            latency = time.perf_counter() - self.start
+            if self.record is not None:
+                session.revise(self.record, lambda record: _reopen(record, outcome, latency, ttft))
+                return
+            scope, background = self.scope, self.background
             record = CallRecord(
                 time=self.time, provider=provider_for(self.host, self.path, self.protocol),
                 api=self.protocol.api, model=None, stream=self.stream, status="ok",
                 http_status=self.http_status, host=self.host, deployment=deployment_of(self.path),
-                latency_s=time.perf_counter() - self.start, ttft_s=ttft,
-                cell=None if scope.ended else scope.cell, cell_id=None if scope.ended else scope.cell_id,
-                tag=scope.tag, background=scope.ended or scope is BACKGROUND,
-                call_id=self.call_id, attempt=self.attempt)
-            self.request_body = None
-            outcome.headers = self.usage_headers
-            if isinstance(outcome, Unread) and not outcome.hold():
-                outcome.apply(record)  # too much held unread: read this one now
+                latency_s=latency, ttft_s=ttft,
+                cell=None if background else scope.cell, cell_id=None if background else scope.cell_id,
+                tag=scope.tag, background=background or scope is BACKGROUND,
+                call_id=self.call_id, attempt=self.attempt, scope=scope)
+            if final:
+                self.request_body = None
             else:
-                record.pending = outcome
+                self.record = record
+            _pend(record, outcome)
             session.add(record)
         except Exception as exc:
             contained("record", exc)
+
+
+def _pend(record: CallRecord, outcome: Outcome) -> None:
+    """Leave ``outcome`` for the record's first reader, or read it now when too many
+    response bytes are held unread already."""
+    if isinstance(outcome, Unread) and not outcome.hold():
+        outcome.apply(record)
+    else:
+        record.pending = outcome
+
+
+def _reopen(record: CallRecord, outcome: Outcome, latency: float, ttft: float) -> None:
+    """Give a record made early its final outcome, as if made now."""
+    record.status, record.model, record.usage, record.error = "ok", None, Usage(), None
+    record.estimated, record.estimate_method = False, None
+    record.cost_usd, record.priced = float("nan"), 0
+    record.latency_s, record.ttft_s = latency, ttft
+    _pend(record, outcome)
 
 
 class StreamWatcher:
@@ -155,7 +186,8 @@ class StreamWatcher:
     are kept raw and read when the record is; a long stream (or AWS's binary framing,
     where the SDK may stop at an event without closing the body) is read as it arrives."""
 
-    __slots__ = ("exchange", "framing", "encoding", "chunks", "size", "parse", "ttft", "broken")
+    __slots__ = ("exchange", "framing", "encoding", "chunks", "size", "parse", "ttft", "broken",
+                 "thread", "settled_size")
 
     def __init__(self, exchange: Exchange, content_type: str, content_encoding: str | None) -> None:
         self.exchange = exchange
@@ -167,6 +199,10 @@ class StreamWatcher:
         self.broken = False
         self.framing = framing_of(content_type or "") if (exchange.http_status or 0) < 400 else None
         exchange.stream = self.framing is not None
+        self.settled_size = -1
+        if exchange.stream:
+            self.thread = threading.get_ident()
+            _open[self] = None
         if self.framing == "eventstream":
             self._read_along()
 
@@ -199,6 +235,7 @@ class StreamWatcher:
             elif self.size > _READ_ALONG:
                 self._read_along()
             return
+        self.size += len(data)
         try:
             self.parse.feed(data)
             if self.parse.events.ended:
@@ -209,22 +246,40 @@ class StreamWatcher:
     def end(self, error: BaseException | None = None) -> None:
         """The body ended: read to its end (``error`` None), or stopped by an exception."""
         ex = self.exchange
+        _open.pop(self, None)
         if ex.done:
             return
+        if error is not None and self.size == self.settled_size:
+            ex.done = True  # stopped with nothing read since its record was made: it stands
+            self.chunks, self.broken = [], True
+            return
         why = None if error is None else type(error).__name__
-        if self.broken:
-            outcome = ex.known("unparsed")
-        elif self.parse is not None:
-            try:
-                outcome = ex.known(*self.parse.finish(why))
-            except Exception as exc:
-                contained("stream end", exc)
-                outcome = ex.known("unparsed")
-        else:
-            outcome = Unread(ex.protocol, ex.path, ex.request_body, ex.http_status, self.framing,
-                             self.encoding, self.chunks, self.size, why)
+        outcome = self._outcome(why, final=True)
         self.chunks, self.broken = [], True  # anything read after the end is not this call's
         ex.finish(outcome, self.ttft)
+
+    def settle(self) -> None:
+        """Record the stream as interrupted now, with what arrived so far: its cell ended
+        with the stream open (a loop left with break, an exception). Read on later, the
+        record takes its final outcome then."""
+        self.settled_size = self.size
+        self.exchange.finish(self._outcome(LEFT_OPEN, final=False), self.ttft, final=False)
+
+    def _outcome(self, why: str | None, final: bool) -> Outcome:
+        """What the body said so far; when not ``final``, a copy that later reads leave be."""
+        ex = self.exchange
+        if self.broken:
+            return ex.known("unparsed")
+        if self.parse is not None:
+            try:
+                status, reading, error = self.parse.finish(why)
+            except Exception as exc:
+                contained("stream end", exc)
+                return ex.known("unparsed")
+            return ex.known(status, reading if final else copy.deepcopy(reading), error)
+        chunks = self.chunks if final else list(self.chunks)
+        return Unread(ex.protocol, ex.path, ex.request_body, ex.http_status, self.framing,
+                      self.encoding, chunks, self.size, why)
 
     def closed(self) -> None:
         """The caller closed the body; if it had not reached the end, it was interrupted
@@ -238,3 +293,25 @@ class _ClosedEarly(Exception):
 
 
 _ClosedEarly.__name__ = "ClosedEarly"
+
+#: The error of a stream its cell left open, unfinished.
+LEFT_OPEN = "StreamLeftOpen"
+
+#: Streams being read, to record those their cell leaves open when it ends.
+_open: dict[StreamWatcher, None] = {}
+
+
+def settle_open(scope: Scope) -> None:
+    """Record, as interrupted, the streams opened in ``scope`` by this thread and not
+    finished: the cell's summary then counts them. Streams other threads read go on."""
+    thread = threading.get_ident()
+    for watcher in tuple(_open):
+        ex = watcher.exchange
+        if ex.record is None and not ex.done and watcher.thread == thread and ex.scope.within(scope):
+            try:
+                watcher.settle()
+            except Exception as exc:
+                contained("stream left open", exc)
+
+
+session.on_scope_end(settle_open)

@@ -10,6 +10,7 @@ import json
 import threading
 
 from ..protocols import Protocol, Reading
+from ..protocols.base import NotACount
 from ..protocols.eventstream import EventStreamReader
 from ..protocols.sse import NDJSONReader, SSEReader
 from ..records import CallRecord, Usage
@@ -24,6 +25,11 @@ _held_lock = threading.Lock()
 
 
 def contained(what: str, exc: BaseException) -> None:
+    if isinstance(exc, NotACount):
+        warn_once("not-a-count", f"tokmagic: a usage field of an LLM response is {exc}; its "
+                  "call is recorded as unparsed, tokens and cost unknown. The call itself was "
+                  "not affected.")
+        return
     warn_once(f"internal:{what}:{type(exc).__name__}",
               f"tokmagic: could not read an LLM response ({what}: {exc!r}); the call itself "
               "was not affected. Please report this with your SDK and its version.")

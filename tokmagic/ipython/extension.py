@@ -42,7 +42,7 @@ class CellHooks:
             # Keep the tag already in force: %%llm_track run outside any cell (e.g.
             # ``ip.run_cell_magic``) or tokmagic.track() around ``ip.run_cell``.
             session.scope = Scope(cell=self._count(info), cell_id=getattr(info, "cell_id", None),
-                                  tag=previous.tag)
+                                  tag=previous.tag, parent=previous)
         except Exception as exc:
             _hook_failed(exc)
 
@@ -55,7 +55,9 @@ class CellHooks:
                 return
             _, previous = self._running.pop()
             if previous is not None:
-                session.scope.ended = True  # threads it left running now make background calls
+                # threads it left running now make background calls; streams it left
+                # open are recorded as interrupted
+                session.end_scope(session.scope)
                 session.scope = previous
         except Exception as exc:
             _hook_failed(exc)

@@ -3,8 +3,8 @@
 and shows the result."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+import shlex
+from typing import TYPE_CHECKING
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -16,7 +16,6 @@ import tokmagic
 
 from .. import capture
 from ..monitor import session
-from ..records import CallRecord
 from ..report import GROUPS
 from . import panel
 from .charts import BY, KINDS
@@ -62,6 +61,7 @@ class TokMagic(Magics):
             for t in (0, 0.5, 1): ask(temperature=t)
         """
         args = parse_argstring(self.llm_track, line)
+        tag = _unquoted(args.tag)
         if not capture.installed():
             raise UsageError("tokmagic is not capturing calls; run %load_ext tokmagic first.")
         if self._awaits_in_running_loop(cell):
@@ -69,8 +69,7 @@ class TokMagic(Magics):
                              "use `with tokmagic.track(TAG):` inside the cell instead.")
         shell = self.shell
         outer = shell.displayhook.exec_result
-        calls: list[CallRecord] = []
-        with tokmagic.track(args.tag) as summary, _collected(calls, args.tag):
+        with session.tracked(tag) as (summary, calls):
             inner = shell.run_cell(cell)
         # run_cell shows the body's exception and keeps it in its own result; carry it
         # to this cell's result (the displayhook holds it while the cell runs) so the cell
@@ -84,7 +83,7 @@ class TokMagic(Magics):
         if args.chart:
             from ..report import frame
 
-            title = f"LLM tokens per call [{args.tag}]" if args.tag else "LLM tokens per call"
+            title = f"LLM tokens per call [{tag}]" if tag else "LLM tokens per call"
             display(tokmagic.chart(frame(calls), kind="tokens", by="call", title=title))
 
     def _awaits_in_running_loop(self, cell: str) -> bool:
@@ -186,17 +185,12 @@ class TokMagic(Magics):
         display(figure)
 
 
-@contextmanager
-def _collected(into: list[CallRecord], tag: str | None) -> Iterator[None]:
-    """Append to ``into`` the calls tagged ``tag`` made during the block, the calls
-    track() counts: the cell's chart shows them."""
-
-    def collect(record: CallRecord) -> None:
-        if record.tag == tag:
-            into.append(record)
-
-    session.subscribe(collect)
+def _unquoted(tag: str | None) -> str | None:
+    """A tag as the shell would read it: IPython's argument splitter keeps the quotes
+    of ``%%llm_track 'prompt v2'``."""
+    if not tag or tag[0] not in "'\"":
+        return tag
     try:
-        yield
-    finally:
-        session.unsubscribe(collect)
+        return " ".join(shlex.split(tag))
+    except ValueError:  # an unbalanced quote: the tag as typed
+        return tag

@@ -74,6 +74,7 @@ class Tally:
 
     def __init__(self, budget_usd: float | None = None) -> None:
         self.budget_usd = budget_usd
+        self._generation = 0
         self._restart()
 
     def _restart(self) -> None:
@@ -87,9 +88,12 @@ class Tally:
         self._newest_cell: tuple[int | None, str | None] | None = None
         self._last: CallRecord | None = None
 
-    def update(self, records: list[CallRecord]) -> PanelState:
-        """Fold in the records not seen yet and return the state they add up to."""
-        if len(records) < self._read or (self._read and records[self._read - 1] is not self._last_read):
+    def update(self, records: list[CallRecord], generation: int = 0) -> PanelState:
+        """Fold in the records not seen yet and return the state they add up to; records
+        of another ``generation`` of the monitor (records changed since) are read again."""
+        if (generation != self._generation or len(records) < self._read
+                or (self._read and records[self._read - 1] is not self._last_read)):
+            self._generation = generation
             self._restart()
         for record in records[self._read:]:
             self._add(record)
@@ -186,7 +190,7 @@ class LiveUpdates:
             # Cleared before reading: a call that lands during the read is drawn next time.
             self._changed = False
             self.throttle.mark()
-            state = self.tally.update(self.monitor.records())
+            state = self._fold()
             self.draws += 1
             self.draw(state)
             return state
@@ -194,7 +198,17 @@ class LiveUpdates:
     def read(self) -> PanelState:
         """The current state, without drawing."""
         with self._lock:
-            return self.tally.update(self.monitor.records())
+            return self._fold()
+
+    def _fold(self) -> PanelState:
+        """The monitor's records folded into the tally, read again if they changed while
+        being read (a record revised, prices set)."""
+        for _ in range(3):
+            generation = self.monitor.generation
+            records = self.monitor.records()
+            if self.monitor.generation == generation:
+                break
+        return self.tally.update(records, generation)
 
     # -- the redraw thread -------------------------------------------------------------
     def start(self) -> None:

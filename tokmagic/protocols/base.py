@@ -85,9 +85,26 @@ def loads(data: str | bytes) -> Any:
     return json.loads(data)
 
 
+class NotACount(ValueError):
+    """A usage field that holds no token count: the provider's data, not a tokmagic bug."""
+
+
+#: The largest usage count believed; a larger one is junk (and would overflow the int64
+#: columns of ``usage()``).
+MAX_COUNT = 10**12
+
+
 def as_int(value: Any) -> int:
-    """A usage count as an int: absent, null or junk counts as 0."""
-    return value if type(value) is int else int(value) if isinstance(value, float) else 0
+    """A usage count as an int; 0 when the field is absent or null. Anything else that is
+    not a count (negative, huge, fractional, a string, a bool) raises NotACount, so the
+    response is recorded as unparsed rather than with made-up numbers."""
+    if type(value) is int and 0 <= value <= MAX_COUNT:
+        return value
+    if value is None:
+        return 0
+    if type(value) is float and value.is_integer() and 0 <= value <= MAX_COUNT:
+        return int(value)
+    raise NotACount(f"not a token count: {value!r:.80}")
 
 
 def dig(obj: Any, *keys: str) -> Any:

@@ -198,10 +198,11 @@ class Invoke(_Bedrock):
     usage_headers = ("x-amzn-bedrock-input-token-count", "x-amzn-bedrock-output-token-count")
 
     def header_usage(self, headers: dict[str, str | None]) -> Usage | None:
-        counts = [headers.get(name) for name in self.usage_headers]
-        if not all(isinstance(c, str) and c.strip().isdigit() for c in counts):
+        try:
+            inp, out = (as_int(int(headers.get(name))) for name in self.usage_headers)
+        except (TypeError, ValueError):  # absent or not a count: the tokens are estimated
             return None
-        return Usage(input_tokens=int(counts[0]), output_tokens=int(counts[1]))
+        return Usage(input_tokens=inp, output_tokens=out)
 
     def read_body(self, body: Any) -> Reading | None:
         if not isinstance(body, dict):
