@@ -98,3 +98,43 @@ def test_a_stream_another_thread_reads_is_left_to_finish(ip):
     assert (record.status, record.cell, record.tag, record.background) == (
         "ok", cell.execution_count, "worker", False)
     assert record.usage.output_tokens == EXPECTED["output_tokens"]
+
+
+def test_a_revision_from_the_garbage_collector_inside_a_read_does_not_deadlock(monkeypatch):
+    """A stream left open by its block, read on, then dropped in a reference cycle: the
+    collector may revise its record while this very thread resolves records."""
+    import gc
+    import threading
+
+    import tokmagic
+    from tokmagic import resolve as resolving
+
+    from .test_attribution import STREAM, _stream_client
+
+    client = _stream_client()
+    with tokmagic.track("left-open"):
+        stream = client.chat.completions.create(**STREAM["request"]["body"])
+        chunks = iter(stream)
+        next(chunks)
+    next(chunks)  # read on after the block: the record must be revised when it ends
+    real = resolving.resolve
+    collected = []
+
+    def resolve_then_collect(record):
+        real(record)
+        if not collected:
+            collected.append(gc.collect())
+    gc.disable()
+    try:
+        tokmagic.set_price("another-model", 1, 1)  # the next read reprices, so it resolves
+        del stream, chunks
+        monkeypatch.setattr(resolving, "resolve", resolve_then_collect)
+        reader = threading.Thread(target=session.records, daemon=True)
+        reader.start()
+        reader.join(10)
+        assert not reader.is_alive(), "records() deadlocked on the revision"
+    finally:
+        gc.enable()
+        tokmagic.clear_prices()
+    (record,) = session.records()
+    assert collected and (record.status, record.error) == ("interrupted", "ClosedEarly")

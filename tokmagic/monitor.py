@@ -91,10 +91,10 @@ class Monitor:
     """
 
     def __init__(self) -> None:
-        # Re-entrant: a stream dropped unread is recorded from the garbage collector,
-        # which may run while this thread is inside add().
+        # Re-entrant: a stream dropped unread is recorded (or revised) from the garbage
+        # collector, which may run while this thread is inside add() or records().
         self._lock = threading.RLock()
-        self._resolve_lock = threading.Lock()
+        self._resolve_lock = threading.RLock()
         self._records: list[CallRecord] = []
         self._unresolved: list[CallRecord] = []
         self._listeners: list[Listener] = []
