@@ -138,3 +138,20 @@ def test_a_revision_from_the_garbage_collector_inside_a_read_does_not_deadlock(m
         tokmagic.clear_prices()
     (record,) = session.records()
     assert collected and (record.status, record.error) == ("interrupted", "ClosedEarly")
+
+
+def test_a_requests_stream_left_open_is_counted_then_completed(ip):
+    """The same through requests (urllib3), read line by line."""
+    cell = run(ip, (
+        "import requests\n"
+        "r = requests.post(BASE + '/v1/chat/completions', stream=True, headers={'X-Replay-Case': "
+        f"'{CASE}', 'Authorization': 'Bearer test'}}, json={{'model': 'gpt-4o-mini', 'stream': True, "
+        "'stream_options': {'include_usage': True}, 'messages': [{'role': 'user', 'content': 'hi'}]})\n"
+        "lines = r.iter_lines()\nfirst = next(lines)\n"))
+    (record,) = session.records()
+    assert (record.status, record.cell, record.error) == ("interrupted", cell.execution_count, "StreamLeftOpen")
+    run(ip, "rest = list(lines)")
+    (record,) = session.records()
+    assert (record.status, record.estimated) == ("ok", False)
+    assert (record.usage.input_tokens, record.usage.output_tokens) == (
+        EXPECTED["input_tokens"], EXPECTED["output_tokens"])
