@@ -20,7 +20,7 @@ from contextlib import suppress
 from types import ModuleType
 from typing import Callable
 
-from ..protocols import Protocol, recognise
+from ..protocols import TAIL, TAILS, Protocol, recognise
 from .exchange import Exchange, StreamWatcher, contained, header_pairs, in_exchange
 from .patching import POST, cannot_patch, unwrap, wrap
 
@@ -48,6 +48,10 @@ def _target(session, str_or_url):
     """The URL of a POST and its wire format, if it goes to an LLM API; else None.
     Never raises."""
     try:
+        if type(str_or_url) is str:  # most requests: told from the path's end alone
+            query = str_or_url.find("?")
+            if (str_or_url if query < 0 else str_or_url[:query])[-TAIL:] not in TAILS:
+                return None
         url = session._build_url(str_or_url)  # the session's base_url applied, as aiohttp does
         protocol = recognise("POST", url.path)
     except (ValueError, TypeError):  # not a URL: aiohttp itself says so

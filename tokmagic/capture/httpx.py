@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ..protocols import recognise
+from ..protocols import TAIL, TAILS, recognise
 from .exchange import Exchange, StreamWatcher, contained, in_exchange
 
 MODULES = ("httpx2", "httpx")
@@ -15,6 +15,9 @@ _MARK = "__tokmagic_original__"
 def _begin(request) -> Exchange | None:
     """An Exchange for an LLM request, None for any other (the common, cheap case)."""
     url = request.url
+    # the raw path (without the query) is a plain attribute, where ``url.path`` decodes it
+    if getattr(url, "_uri_reference", url).path[-TAIL:] not in TAILS:
+        return None
     path = url.path
     protocol = recognise(request.method, path)
     if protocol is None or in_exchange.get():

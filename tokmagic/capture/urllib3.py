@@ -14,7 +14,7 @@ from contextlib import suppress
 from types import ModuleType
 from typing import Callable
 
-from ..protocols import recognise
+from ..protocols import TAIL, TAILS, recognise
 from .exchange import IDENTITY_NAME_LENGTHS, Exchange, StreamWatcher, contained, header_pairs, in_exchange
 from .patching import POST, cannot_patch, unwrap, wrap
 
@@ -88,11 +88,14 @@ def _forget(response) -> None:
 def _begin(pool, url: str, body, headers, parse_url) -> Exchange | None:
     """An Exchange for a POST to an LLM API, None for any other. Never raises."""
     try:
+        query = url.find("?")
+        path = url if query < 0 else url[:query]
+        if path[-TAIL:] not in TAILS:  # most requests: told from the path's end alone
+            return None
         host, port = pool.host, pool.port
         if not url.startswith("/"):  # an absolute URL: sent through a proxy
             parsed = parse_url(url)
-            host, port, url = parsed.host or host, parsed.port, parsed.path or "/"
-        path = url.split("?", 1)[0]
+            host, port, path = parsed.host or host, parsed.port, parsed.path or "/"
         protocol = recognise("POST", path)
         if protocol is None or in_exchange.get():
             return None

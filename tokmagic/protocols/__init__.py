@@ -35,16 +35,18 @@ _ENDINGS: dict[str, Protocol] = {
     "/invoke-with-response-stream": bedrock.INVOKE,
 }
 #: The last characters of every ending (as many as the shortest has): a path ending in
-#: none of these is no LLM call, told with one slice and one set lookup.
-_TAIL = min(map(len, _ENDINGS))
-_TAILS = frozenset(e[-_TAIL:] for e in _ENDINGS)
+#: none of these is no LLM call, told with one slice and one set lookup. Capture makes
+#: this test inline, on the raw path, before it works out anything else about a request:
+#: endings hold no character a client would percent-encode.
+TAIL = min(map(len, _ENDINGS))
+TAILS = frozenset(e[-TAIL:] for e in _ENDINGS)
 #: Longest ending first, so "/api/embeddings" is not taken for OpenAI's "/embeddings".
 _BY_LENGTH = sorted(_ENDINGS.items(), key=lambda item: -len(item[0]))
 
 
 def recognise(method: str, path: str) -> Protocol | None:
     """The wire format of a request, from its method and path; None for anything else."""
-    if path[-_TAIL:] not in _TAILS or method != "POST":
+    if path[-TAIL:] not in TAILS or method != "POST":
         return None
     protocol = next((protocol for ending, protocol in _BY_LENGTH if path.endswith(ending)), None)
     return protocol if protocol is not None and protocol.recognises(path) else None
@@ -55,4 +57,4 @@ def provider_for(host: str, path: str, protocol: Protocol) -> str:
     return providers.provider_for(host, path, protocol.vendor)
 
 
-__all__ = ["Protocol", "Reading", "StreamReader", "recognise", "provider_for"]
+__all__ = ["Protocol", "Reading", "StreamReader", "recognise", "provider_for", "TAIL", "TAILS"]
