@@ -9,6 +9,7 @@ import json
 import math
 import re
 import warnings
+from typing import Callable
 
 import openai
 import pytest
@@ -92,16 +93,21 @@ def test_usage_counts_in_a_whole_answer(serve_cases, name):
 
 # -- a stream whose last chunk carries junk usage ---------------------------------------------
 
-def junk_stream_case() -> dict:
+def stream_case(case_id: str, usage: Callable[[dict], dict]) -> dict:
+    """The recorded stream with its usage chunk's usage replaced by ``usage(recorded)``."""
     case = copy.deepcopy(load_case("openai-chat-stream-include-usage"))
-    case["id"] = "junk-stream-usage"
+    case["id"] = case_id
     events = case["response"]["sse"].split("\n\n")
     usage_at = max(i for i, e in enumerate(events) if e.startswith("data: {") and '"usage":{' in e)
     chunk = json.loads(events[usage_at].removeprefix("data: "))
-    chunk["usage"]["prompt_tokens"] = "lots"
+    chunk["usage"] = usage(chunk["usage"])
     events[usage_at] = "data: " + json.dumps(chunk)
     case["response"]["sse"] = "\n\n".join(events)
     return case
+
+
+def junk_stream_case() -> dict:
+    return stream_case("junk-stream-usage", lambda usage: usage | {"prompt_tokens": "lots"})
 
 
 def test_junk_usage_in_a_stream(serve_cases, fresh_warnings):
@@ -118,3 +124,44 @@ def test_junk_usage_in_a_stream(serve_cases, fresh_warnings):
     assert len(warned) == 1 and "not a token count: 'lots'" in warned[0]
     assert tokmagic.usage()["status"].tolist() == ["unparsed"]
     assert tokmagic.usage(by="model")["calls"].sum() == 1
+
+
+# -- usage objects that hold no count ----------------------------------------------------------
+
+#: Usage objects as a server may send them that report no count of their format: the
+#: tokens are estimated and flagged, never taken as a reported 0.
+NO_COUNTS = {"empty": {}, "all-null": {"prompt_tokens": None, "completion_tokens": None, "total_tokens": None},
+             "total-only": {"total_tokens": 12}, "other-format": {"input_tokens": 15, "output_tokens": 9}}
+
+
+@pytest.mark.parametrize("name", sorted(NO_COUNTS))
+def test_a_whole_answer_whose_usage_has_no_counts_is_estimated(serve_cases, name):
+    case = copy.deepcopy(WHOLE)
+    case["id"] = name
+    case["response"]["body"]["usage"] = NO_COUNTS[name]
+    base = serve_cases([case])
+    _, [r] = same_with_and_without(lambda: chat(base, name))
+    assert (r.status, r.estimated) == ("ok", True)
+    assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0 and r.cost_usd > 0
+
+
+@pytest.mark.parametrize("name", ["empty", "all-null"])
+def test_a_stream_whose_usage_has_no_counts_is_estimated(serve_cases, name):
+    case = stream_case(f"stream-{name}", lambda usage: NO_COUNTS[name])
+    base = serve_cases([case])
+    _, [r] = same_with_and_without(lambda: chat(base, case["id"], **case["request"]["body"]))
+    assert (r.status, r.estimated) == ("ok", True)
+    assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0
+
+
+def test_an_anthropic_answer_with_an_empty_usage_is_estimated(serve_cases):
+    import anthropic
+
+    case = copy.deepcopy(load_case("anthropic-messages-basic"))
+    case["id"] = "anthropic-empty-usage"
+    case["response"]["body"]["usage"] = {}
+    base = serve_cases([case])
+    client = anthropic.Anthropic(base_url=base, api_key="test", max_retries=0)
+    _, [r] = same_with_and_without(lambda: client.messages.create(
+        **case["request"]["body"], extra_headers={"X-Replay-Case": case["id"]}))
+    assert (r.status, r.estimated) == ("ok", True) and r.usage.input_tokens > 0

@@ -10,11 +10,11 @@ from typing import Any
 
 from ..records import Usage
 from . import images
-from .base import Protocol, Reading, StreamReader, as_int, loads
+from .base import Protocol, Reading, StreamReader, as_int, counts, loads
 
 
 def messages_usage(u: Any) -> Usage | None:
-    if not isinstance(u, dict):
+    if not counts(u, "input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
         return None
     read = as_int(u.get("cache_read_input_tokens"))
     write = as_int(u.get("cache_creation_input_tokens"))

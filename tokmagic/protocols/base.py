@@ -107,6 +107,12 @@ def as_int(value: Any) -> int:
     raise NotACount(f"not a token count: {value!r:.80}")
 
 
+def counts(usage: Any, *keys: str) -> bool:
+    """Whether a usage object holds any of its format's counts: one without (``{}``, all
+    null, only a total) reports nothing, so the tokens are estimated, not taken as 0."""
+    return isinstance(usage, dict) and any(usage.get(key) is not None for key in keys)
+
+
 def dig(obj: Any, *keys: str) -> Any:
     for key in keys:
         if not isinstance(obj, dict):

@@ -24,14 +24,14 @@ from urllib.parse import unquote
 
 from ..records import Usage
 from .anthropic import MESSAGES, MessagesStream
-from .base import Protocol, Reading, StreamReader, as_int, dig, loads
+from .base import Protocol, Reading, StreamReader, as_int, counts, dig, loads
 
 #: botocore percent-encodes the model id, "/" and ":" of an ARN included.
 _MODEL_IN_PATH = re.compile(r"/model/([^/]+)/[a-z-]+$")
 
 
 def converse_usage(u: Any) -> Usage | None:
-    if not isinstance(u, dict):
+    if not counts(u, "inputTokens", "outputTokens", "cacheReadInputTokens", "cacheWriteInputTokens"):
         return None
     read = as_int(u.get("cacheReadInputTokens"))
     write = as_int(u.get("cacheWriteInputTokens"))

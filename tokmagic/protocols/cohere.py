@@ -22,18 +22,18 @@ import json
 from typing import Any
 
 from ..records import Usage
-from .base import Protocol, Reading, StreamReader, as_int, loads
+from .base import Protocol, Reading, StreamReader, as_int, counts, loads
 
 
 def cohere_usage(u: Any) -> Usage | None:
     """Usage from a v2 ``usage`` or a v1 / embed ``meta`` object."""
     if not isinstance(u, dict):
         return None
-    counts = u.get("billed_units") if isinstance(u.get("billed_units"), dict) else u.get("tokens")
-    if not isinstance(counts, dict):
+    billed = u.get("billed_units") if isinstance(u.get("billed_units"), dict) else u.get("tokens")
+    if not counts(billed, "input_tokens", "output_tokens"):
         return None
-    return Usage(input_tokens=as_int(counts.get("input_tokens")),
-                 output_tokens=as_int(counts.get("output_tokens")))
+    return Usage(input_tokens=as_int(billed.get("input_tokens")),
+                 output_tokens=as_int(billed.get("output_tokens")))
 
 
 def _calls_text(calls: Any, out: list[str]) -> None:

@@ -9,13 +9,13 @@ import re
 from typing import Any
 
 from ..records import Usage
-from .base import Protocol, Reading, StreamReader, as_int, loads
+from .base import Protocol, Reading, StreamReader, as_int, counts, loads
 
 _MODEL_IN_PATH = re.compile(r"/models/([^/:]+):")
 
 
 def gemini_usage(u: Any) -> Usage | None:
-    if not isinstance(u, dict):
+    if not counts(u, "promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount"):
         return None
     thoughts = as_int(u.get("thoughtsTokenCount"))
     return Usage(input_tokens=as_int(u.get("promptTokenCount")) + as_int(u.get("toolUsePromptTokenCount")),

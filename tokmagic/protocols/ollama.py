@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..records import Usage
-from .base import Protocol, Reading, StreamReader, as_int, loads
+from .base import Protocol, Reading, StreamReader, as_int, counts, loads
 
 
 def _read_line(obj: Any, r: Reading) -> None:
@@ -16,7 +16,7 @@ def _read_line(obj: Any, r: Reading) -> None:
     for text in (message.get("content"), message.get("thinking"), obj.get("response"), obj.get("thinking")):
         if isinstance(text, str):
             r.output_text.append(text)
-    if "prompt_eval_count" in obj or "eval_count" in obj:
+    if counts(obj, "prompt_eval_count", "eval_count"):
         r.usage = Usage(input_tokens=as_int(obj.get("prompt_eval_count")),
                         output_tokens=as_int(obj.get("eval_count")))
     if obj.get("done"):

@@ -7,13 +7,13 @@ from typing import Any
 
 from ..records import Usage
 from . import images
-from .base import Protocol, Reading, StreamReader, as_int, dig, loads
+from .base import Protocol, Reading, StreamReader, as_int, counts, dig, loads
 
 
 def chat_usage(u: Any) -> Usage | None:
     """Chat Completions usage: prompt_tokens already include cached tokens and
     completion_tokens include reasoning, as the inclusive convention wants."""
-    if not isinstance(u, dict):
+    if not counts(u, "prompt_tokens", "completion_tokens"):
         return None
     return Usage(input_tokens=as_int(u.get("prompt_tokens")),
                  cached_input_tokens=as_int(dig(u, "prompt_tokens_details", "cached_tokens")),
@@ -23,7 +23,7 @@ def chat_usage(u: Any) -> Usage | None:
 
 
 def responses_usage(u: Any) -> Usage | None:
-    if not isinstance(u, dict):
+    if not counts(u, "input_tokens", "output_tokens"):
         return None
     return Usage(input_tokens=as_int(u.get("input_tokens")),
                  cached_input_tokens=as_int(dig(u, "input_tokens_details", "cached_tokens")),
