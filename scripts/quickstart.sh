@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The README's first command: installs tokmagic with the notebook extras into .venv (made
 # if missing) and runs notebooks/quickstart.ipynb headless. Without OPENAI_API_KEY or
-# ANTHROPIC_API_KEY the notebook uses tokmagic's local demo endpoint, so it works offline.
+# ANTHROPIC_API_KEY the notebook uses tokmagic's local demo endpoint, so it works offline;
+# TOKMAGIC_DEMO=1 makes it use the demo endpoint even when keys are set (the kernel
+# inherits this environment).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

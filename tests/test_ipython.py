@@ -236,15 +236,34 @@ def test_llm_reset_forgets_every_call(ip, three_calls, capsys):
 
 # -- bad input -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cell", ["%%llm_track --bogus\nran = True", "%llm_usage --by nonsense",
-                                  "%%llm_track a b\nran = True", "%llm_reset now"])
-def test_bad_arguments_are_a_one_line_usage_error(ip, cell):
+QUOTE, NAME = "close the quote", "pass a Python identifier, e.g. -o result"
+
+
+@pytest.mark.parametrize("cell,says", [
+    ("%%llm_track --bogus\nran = True", "--bogus"), ("%llm_usage --by nonsense", "nonsense"),
+    ("%%llm_track a b\nran = True", "b"), ("%llm_reset now", "now"),
+    # an unbalanced quote: shlex's ValueError, not argparse's error
+    ("%%llm_track 'unbalanced\nran = True", QUOTE), ('%%llm_track "prompt v2\nran = True', QUOTE),
+    ("%llm_usage --by 'tag", QUOTE), ("%llm_chart --kind 'cost", QUOTE), ("%llm_panel '", QUOTE),
+    # -o VAR that is no variable name
+    ("%%llm_track -o 1bad\nran = True", NAME), ("%%llm_track t -o s.attr\nran = True", NAME),
+    ("%%llm_track -o class\nran = True", NAME), ("%%llm_track -o ''\nran = True", NAME),
+    ("%llm_chart -o 1bad", NAME), ("%llm_chart -o fig.x", NAME),
+])
+def test_bad_arguments_are_a_one_line_usage_error(ip, cell, says):
     with capture_output() as io:
         result = ip.run_cell(cell, store_history=True)
     assert type(result.error_in_exec) is UsageError
+    assert says in str(result.error_in_exec)
     assert "Traceback" not in io.stdout + io.stderr
     assert [line for line in io.stderr.splitlines() if line] == [f"UsageError: {result.error_in_exec}"]
     assert "ran" not in ip.user_ns
+
+
+def test_output_variable_with_an_underscore_or_unicode_name_is_kept(ip):
+    run(ip, "%%llm_track -q -o _s\nr = chat('openai-chat-basic')")
+    run(ip, "%%llm_track -q -o résumé\nr = chat('openai-chat-basic')")
+    assert ip.user_ns["_s"].calls == 1 and ip.user_ns["résumé"].calls == 1
 
 
 def test_docstrings_are_help_with_examples(ip):

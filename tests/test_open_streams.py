@@ -86,13 +86,15 @@ def test_an_async_stream_left_with_break_is_counted_in_its_cell(ip):
 def test_a_stream_another_thread_reads_is_left_to_finish(ip):
     """Only the cell's own thread's streams are settled: a worker still reading goes on,
     and its call stays the cell's."""
-    with capture_output():
+    with capture_output() as io:
         cell = run(ip, (
-            "%%llm_track worker\nimport threading\nopened, go = threading.Event(), threading.Event()\n"
+            "%%llm_track worker -o s\nimport threading\nopened, go = threading.Event(), threading.Event()\n"
             "def read():\n" + "".join("    " + line + "\n" for line in OPEN.splitlines())
             + "    next(iter(st))\n    opened.set()\n    go.wait(5)\n    list(st)\n"
             "t = threading.Thread(target=read)\nt.start()\nassert opened.wait(5)\n"))
     assert session.records() == []
+    assert (ip.user_ns["s"].calls, ip.user_ns["s"].running) == (0, 1)
+    assert "1 still running, not counted here" in io.outputs[0].data["text/plain"]
     run(ip, "go.set()\nt.join(5)")
     (record,) = session.records()
     assert (record.status, record.cell, record.tag, record.background) == (

@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from decimal import Decimal
+from fractions import Fraction
 
 import genai_prices
+import numpy as np
 import pytest
 
 import tokmagic
@@ -74,6 +77,29 @@ def test_manual_record_of_an_unknown_model_is_unpriced_with_one_warning(fresh_wa
     assert tokmagic.summary().unpriced == 2
 
 
+@pytest.mark.parametrize("prompt, response, arg, got", [
+    ([{"role": "user", "content": "hi"}], "yo", "prompt", "list"),
+    (b"hi", "yo", "prompt", "bytes"),
+    ("hi", 42, "response", "int"),
+    ("hi", {"content": "yo"}, "response", "dict"),
+])
+def test_manual_record_of_what_is_not_text_is_a_type_error(prompt, response, arg, got):
+    m = tokmagic.LLMInteractionMonitor("gpt-4o-mini")
+    with pytest.raises(TypeError, match=f"^record_interaction: {arg} must be the {arg}'s text "
+                                        rf"\(a str\), got {got}; pass the text itself"):
+        m.record_interaction(prompt, response)
+    assert m.get_total_tokens() == (0, 0) and session.records() == []  # nothing half-recorded
+
+
+def test_manual_record_of_none_counts_as_empty_text():
+    m = tokmagic.LLMInteractionMonitor("gpt-4o-mini")
+    m.record_interaction(None, RESPONSE)
+    m.record_interaction(PROMPT, None)
+    [no_prompt, no_response] = session.records()
+    assert no_prompt.usage.input_tokens == 0 and no_prompt.usage.output_tokens > 5
+    assert no_response.usage.input_tokens > 5 and no_response.usage.output_tokens == 0
+
+
 # -- set_price and set_deployment check what they are given ---------------------------------
 
 REJECTED = [
@@ -83,6 +109,12 @@ REJECTED = [
     (("m", math.nan, 1), {}, ValueError, "input", math.nan),
     (("m", 1, math.inf), {}, ValueError, "output", math.inf),
     (("m", True, 1), {}, TypeError, "input", True),
+    (("m", np.bool_(True), 1), {}, TypeError, "input", np.bool_(True)),
+    (("m", Decimal("NaN"), 1), {}, ValueError, "input", Decimal("NaN")),
+    (("m", Decimal("sNaN"), 1), {}, ValueError, "input", Decimal("sNaN")),
+    (("m", 1, Decimal("Infinity")), {}, ValueError, "output", Decimal("Infinity")),
+    (("m", 1, Decimal("-0.5")), {}, ValueError, "output", Decimal("-0.5")),
+    (("m", Fraction(10 ** 400), 1), {}, ValueError, "input", Fraction(10 ** 400)),
     (("m", 1, 1), {"cached_input": -0.5}, ValueError, "cached_input", -0.5),
     (("m", 1, 1), {"cache_write": "2"}, TypeError, "cache_write", "2"),
     (("", 1, 1), {}, ValueError, "model", ""),
@@ -114,6 +146,21 @@ def test_set_price_accepts_ints_floats_and_zero(fresh_warnings):
     [r], warned = priced_with_warnings()
     assert warned == []
     assert r.cost_usd == pytest.approx(r.usage.output_tokens * 1.5 / 1e6, rel=1e-12) and r.cost_usd > 0
+
+
+@pytest.mark.parametrize("rate", [Decimal("0.5"), Fraction(1, 2), np.float32(0.5), np.float64(0.5)],
+                         ids=lambda r: type(r).__name__)
+def test_set_price_accepts_decimals_fractions_and_numpy_numbers_as_floats(fresh_warnings, rate):
+    tokmagic.set_price("my-model-x", rate, 1, cached_input=rate, cache_write=Decimal("-0"))
+    price = pricing._overrides["my-model-x"]
+    assert price == pricing.Price(0.5, 1.0, 0.5, 0.0)
+    assert all(type(v) is float for v in vars(price).values())
+    assert math.copysign(1, price.cache_write) == 1  # no "-$0"
+    m = tokmagic.LLMInteractionMonitor("my-model-x")
+    m.record_interaction(PROMPT, RESPONSE)
+    [r], warned = priced_with_warnings()
+    assert warned == [] and type(r.cost_usd) is float
+    assert r.cost_usd == pytest.approx((r.usage.input_tokens * 0.5 + r.usage.output_tokens) / 1e6, rel=1e-12)
 
 
 # -- a failure inside pricing stays inside tokmagic -------------------------------------------

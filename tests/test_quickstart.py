@@ -133,3 +133,35 @@ def test_final_summary_matches_the_demo_responses(executed):
     summary = parse_summary(text_of(last))
     assert summary == totals(expected_rows(rows))
     assert summary["cached_input_tokens"] > 0 and summary["estimated"] == 1
+
+
+def run_until(cell_id: str, env: dict[str, str]) -> list:
+    """The notebook's code cells up to ``cell_id``, run in a kernel with ``env`` set."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb.cells = nb.cells[:[c.get("id") for c in nb.cells].index(cell_id) + 1]
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    return code_cells(nb)
+
+
+#: Keys that no API accepts: a call that reached a real API would fail.
+FAKE_KEYS = {"OPENAI_API_KEY": "sk-not-a-key", "ANTHROPIC_API_KEY": "sk-ant-not-a-key"}
+
+
+def test_tokmagic_demo_forces_the_demo_endpoint_when_keys_are_set():
+    """With keys set but no network, TOKMAGIC_DEMO=1 still runs the notebook offline."""
+    cells = run_until("quickstart-06", {**FAKE_KEYS, "TOKMAGIC_DEMO": "1"})
+    setup, call = text_of(cells[1]), cells[2]
+    assert "OpenAI DEMO MODE" in setup and "Anthropic DEMO MODE" in setup
+    assert "TOKMAGIC_DEMO" in setup and "real API" not in setup
+    assert not [o for o in call.outputs if o["output_type"] == "error"] and text_of(call).strip()
+
+
+@pytest.mark.parametrize("value", ["", "0"])
+def test_keys_are_used_unless_tokmagic_demo_says_otherwise(value):
+    [_, setup] = run_until("quickstart-04", {**FAKE_KEYS, "TOKMAGIC_DEMO": value})
+    assert text_of(setup).splitlines() == [
+        "OpenAI: calling the real API; these calls are billed to your account.",
+        "Anthropic: calling the real API; these calls are billed to your account."]

@@ -119,3 +119,26 @@ def test_a_price_set_later_reprices_recorded_calls(fresh_warnings):
     finally:
         tokmagic.clear_prices()
     assert math.isnan(tokmagic.usage().cost_usd[0])
+
+
+def test_a_call_still_awaiting_its_answer_is_counted_as_running():
+    import threading
+
+    entered, answer = threading.Event(), threading.Event()
+    body = BASIC["response"]["body"]
+
+    def slow(request):
+        entered.set()
+        answer.wait(5)
+        return httpx2.Response(200, json=body)
+    client = openai.OpenAI(api_key="x", base_url="https://api.openai.com/v1",
+                           http_client=httpx2.Client(transport=httpx2.MockTransport(slow)))
+    with tokmagic.track("slow") as s:
+        worker = threading.Thread(target=_call, args=(client,))
+        worker.start()
+        assert entered.wait(5)
+    assert (s.calls, s.running) == (0, 1) and "1 still running" in str(s)
+    answer.set()
+    worker.join(5)
+    (record,) = session.records()
+    assert (record.tag, record.background, record.status) == ("slow", False, "ok")

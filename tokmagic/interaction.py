@@ -32,11 +32,12 @@ class LLMInteractionMonitor:
         self.interactions: list[CallRecord] = []
         self._lock = threading.Lock()
 
-    def record_interaction(self, prompt: str, response: str, model: str | None = None,
+    def record_interaction(self, prompt: str | None, response: str | None, model: str | None = None,
                            provider: str | None = None) -> CallRecord:
         """Count ``prompt`` as input and ``response`` as output for ``model`` and ``provider``
         (default: the monitor's); models without a tiktoken encoding are counted with
-        o200k_base."""
+        o200k_base. ``None`` counts as empty text."""
+        prompt, response = _text("prompt", prompt), _text("response", response)
         model = model or self.model
         counter = Counter(model)
         scope = self.monitor.scope
@@ -44,8 +45,8 @@ class LLMInteractionMonitor:
                             api="manual", model=model, stream=False, status="ok", http_status=None,
                             source="manual", cell=scope.cell, cell_id=scope.cell_id, tag=scope.tag,
                             scope=scope,
-                            usage=Usage(input_tokens=counter.count(prompt or ""),
-                                        output_tokens=counter.count(response or "")),
+                            usage=Usage(input_tokens=counter.count(prompt),
+                                        output_tokens=counter.count(response)),
                             estimated=True, estimate_method=counter.method)
         with self._lock:
             self.interactions.append(record)
@@ -57,3 +58,15 @@ class LLMInteractionMonitor:
         with self._lock:
             return (sum(r.usage.input_tokens for r in self.interactions),
                     sum(r.usage.output_tokens for r in self.interactions))
+
+
+def _text(arg: str, value: object) -> str:
+    """``value`` as the text to count; anything but a str (or None) is refused here, where
+    the caller can see what they passed, rather than as tiktoken's TypeError."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"record_interaction: {arg} must be the {arg}'s text (a str), got "
+                    f"{type(value).__name__}; pass the text itself (decode bytes, join a list "
+                    "of messages' contents).")

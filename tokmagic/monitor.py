@@ -32,6 +32,9 @@ class Summary:
     unparsed: int = 0
     latency_s: float = 0.0
     tag: str | None = None
+    #: Calls of a cell or block still running when it ended (another thread's, a task's):
+    #: not in these totals; they show in usage() once they end.
+    running: int = 0
     _call_ids: set = field(default_factory=set, repr=False, compare=False)
 
     def add(self, r: CallRecord) -> None:
@@ -98,7 +101,7 @@ class Monitor:
         self._records: list[CallRecord] = []
         self._unresolved: list[CallRecord] = []
         self._listeners: list[Listener] = []
-        self._scope_end_hooks: list[Callable[[Scope], None]] = []
+        self._scope_end_hooks: list[Callable[[Scope], int | None]] = []
         self._main_scope = Scope()
         #: Bumped whenever records already handed out change (a reset, a revision, new
         #: prices): a reader that folds records incrementally starts over.
@@ -138,23 +141,26 @@ class Monitor:
             self.end_scope(scope)
             self.scope = previous
 
-    def end_scope(self, scope: Scope) -> None:
-        """Mark ``scope`` over (a cell or block ended) and tell the scope-end hooks, once."""
+    def end_scope(self, scope: Scope) -> int:
+        """Mark ``scope`` over (a cell or block ended) and tell the scope-end hooks, once;
+        return how many of its calls they say are still running."""
         if scope.ended:
-            return
+            return 0
         scope.ended = True
+        running = 0
         for hook in self._scope_end_hooks:
             try:
-                hook(scope)
+                running += hook(scope) or 0
             except Exception as exc:
                 from .warn import warn_once
 
                 warn_once("scope-end", f"tokmagic: could not settle the calls of an ended cell "
                                        f"({exc!r}); they are recorded when their streams end.")
+        return running
 
-    def on_scope_end(self, hook: Callable[[Scope], None]) -> None:
+    def on_scope_end(self, hook: Callable[[Scope], int | None]) -> None:
         """Call ``hook(scope)`` whenever a scope ends, in the thread that ended it (capture
-        records the streams the scope left open)."""
+        records the streams the scope left open, and counts its calls still running)."""
         self._scope_end_hooks.append(hook)
 
     @contextmanager
@@ -175,10 +181,11 @@ class Monitor:
             try:
                 yield result, records
             finally:
-                self.end_scope(scope)  # streams it left open are recorded, and collected
+                # streams it left open are recorded, and collected; calls still running are not
+                result.running = self.end_scope(scope)
                 self.unsubscribe(collect)
                 self.records()  # prices and estimates, done once the block is over
-                records.extend(mine.values())
+                records.extend(r for r in mine.values() if not r.ignored)
                 for record in records:
                     result.add(record)
 
@@ -246,6 +253,11 @@ class Monitor:
 
                 for record in todo:
                     resolve(record)
+                if any(record.ignored for record in todo):  # no LLM calls after all
+                    with self._lock:
+                        self._records = [r for r in self._records if not r.ignored]
+                        self.generation += 1
+                    snapshot = [r for r in snapshot if not r.ignored]
         return snapshot
 
     def summary(self, where: Callable[[CallRecord], bool] | None = None, tag: str | None = None) -> Summary:

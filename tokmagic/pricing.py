@@ -3,6 +3,7 @@
 An unknown price is NaN plus one warning naming the model, never 0."""
 from __future__ import annotations
 
+import decimal
 import math
 import numbers
 import re
@@ -62,17 +63,23 @@ def _check_name(func: str, arg: str, value: object, what: str) -> None:
     raise (ValueError if isinstance(value, str) else TypeError)(message)
 
 
-def _check_rate(arg: str, value: object, optional: bool = False) -> None:
-    """Reject a price that is not a finite number >= 0 (or None where ``optional``): found
-    here, not when a record is priced inside the user's cell."""
+def _rate(arg: str, value: object, optional: bool = False) -> float | None:
+    """``value`` as a float price, or the error saying why it is none: found here, not when
+    a record is priced inside the user's cell. Any real number (int, float, Fraction,
+    numpy) or Decimal is a price; a bool is not."""
     if optional and value is None:
-        return
+        return None
     message = (f"tokmagic.set_price: {arg} must be {'None or ' if optional else ''}a price in USD per "
                f"million tokens (a number >= 0), got {value!r}")
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, decimal.Decimal)):
         raise TypeError(message)
-    if not 0 <= value < math.inf:  # NaN fails every comparison
+    try:
+        rate = float(value) + 0.0  # + 0.0: Decimal("-0") would price calls at -$0
+    except (ValueError, OverflowError):  # a signalling NaN; a Fraction beyond float's range
+        raise ValueError(message) from None
+    if not 0 <= rate < math.inf:  # NaN fails every comparison
         raise ValueError(message)
+    return rate
 
 
 def set_price(model: str, input: float, output: float, cached_input: float | None = None,
@@ -81,12 +88,11 @@ def set_price(model: str, input: float, output: float, cached_input: float | Non
     know, negotiated rates or local servers (``set_price("llama3", 0, 0)``). A name
     without a date covers its dated snapshots; a snapshot's own price wins."""
     _check_name("set_price", "model", model, "the model's name, e.g. 'gpt-4o'")
-    _check_rate("input", input)
-    _check_rate("output", output)
-    _check_rate("cached_input", cached_input, optional=True)
-    _check_rate("cache_write", cache_write, optional=True)
+    price = Price(_rate("input", input), _rate("output", output),
+                  _rate("cached_input", cached_input, optional=True),
+                  _rate("cache_write", cache_write, optional=True))
     with _lock:
-        _overrides[model.lower()] = Price(input, output, cached_input, cache_write)
+        _overrides[model.lower()] = price
         _changed()
 
 

@@ -99,6 +99,9 @@ class CallRecord:
     #: The pricing generation (pricing.generation, from 1) the cost was computed under;
     #: 0 until priced. A price set later starts a new generation, which reprices it.
     priced: int = field(default=0, repr=False, compare=False)
+    #: Set when the exchange turned out to be no LLM call (a web app's own /api/chat):
+    #: the monitor drops it when it is read, so no result shows it.
+    ignored: bool = field(default=False, repr=False, compare=False)
     #: The scope the call was made in: which cell's or track() block's totals it joins.
     scope: Scope | None = field(default=None, repr=False, compare=False)
 

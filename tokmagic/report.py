@@ -87,6 +87,8 @@ def _facts(s: "Summary") -> list[tuple[str, str]]:
             ("latency", f"{s.latency_s:,.2f} s")]
     notes = [f"{n} {what}" for n, what in ((s.estimated, "estimated"), (s.errors, "errors"),
                                            (s.interrupted, "interrupted"), (s.unparsed, "unparsed")) if n]
+    if s.running:
+        notes.append(f"{s.running} still running, not counted here (see %llm_usage once done)")
     if notes:
         rows.append(("note", ", ".join(notes)))
     return rows

@@ -33,7 +33,8 @@ class Estimate:
         if not isinstance(request, dict):
             request = {}
         if record.model is None:
-            record.model = self.protocol.request_model(request)
+            model = self.protocol.request_model(request)
+            record.model = model if isinstance(model, str) and model else None
         reading = self.reading
         if reading is None:
             return
@@ -62,7 +63,7 @@ def resolve(record: CallRecord) -> None:
         except Exception as exc:  # an estimate is a nicety; reading usage must not fail
             warn_once(f"estimate:{type(exc).__name__}", f"tokmagic: could not estimate the tokens "
                       f"of a {record.provider} call ({exc!r}); its counts show what was reported.")
-    if record.priced == pricing.generation:
+    if record.priced == pricing.generation or record.ignored:
         return
     record.priced = pricing.generation
     u = record.usage

@@ -89,6 +89,7 @@ class Exchange:
         # cell stays that cell's, however late it ends
         self.background = scope.ended or scope is BACKGROUND
         self.record: CallRecord | None = None  # made early when its cell ended first
+        _in_flight[self] = None
         self.call_id, self.attempt = retry_identity(headers)
         self.time = time.time()
         self.start = time.perf_counter()
@@ -126,7 +127,10 @@ class Exchange:
     def watch(self, status: int, content_type: str, content_encoding: str | None) -> "StreamWatcher":
         """A watcher for a body the caller will read piece by piece."""
         self.http_status = status
-        return StreamWatcher(self, content_type, content_encoding)
+        watcher = StreamWatcher(self, content_type, content_encoding)
+        if watcher.framing is not None:
+            _in_flight[self] = watcher
+        return watcher
 
     def known(self, status: str, reading: Reading | None = None, error: str | None = None) -> Known:
         return Known(self.protocol, self.path, self.request_body, status, reading or Reading(), error)
@@ -138,6 +142,8 @@ class Exchange:
         if self.done:
             return
         self.done = final
+        if final:
+            _in_flight.pop(self, None)
         try:
             outcome.headers = self.usage_headers
             latency = time.perf_counter() - self.start
@@ -200,9 +206,7 @@ class StreamWatcher:
         self.framing = framing_of(content_type or "") if (exchange.http_status or 0) < 400 else None
         exchange.stream = self.framing is not None
         self.settled_size = -1
-        if exchange.stream:
-            self.thread = threading.get_ident()
-            _open[self] = None
+        self.thread = threading.get_ident()
         if self.framing == "eventstream":
             self._read_along()
 
@@ -246,11 +250,11 @@ class StreamWatcher:
     def end(self, error: BaseException | None = None) -> None:
         """The body ended: read to its end (``error`` None), or stopped by an exception."""
         ex = self.exchange
-        _open.pop(self, None)
         if ex.done:
             return
         if error is not None and self.size == self.settled_size:
             ex.done = True  # stopped with nothing read since its record was made: it stands
+            _in_flight.pop(ex, None)
             self.chunks, self.broken = [], True
             return
         why = None if error is None else type(error).__name__
@@ -297,21 +301,27 @@ _ClosedEarly.__name__ = "ClosedEarly"
 #: The error of a stream its cell left open, unfinished.
 LEFT_OPEN = "StreamLeftOpen"
 
-#: Streams being read, to record those their cell leaves open when it ends.
-_open: dict[StreamWatcher, None] = {}
+#: Exchanges not finished yet, with the watcher of their stream once one is read: what
+#: a scope leaves behind when it ends.
+_in_flight: dict[Exchange, StreamWatcher | None] = {}
 
 
-def settle_open(scope: Scope) -> None:
+def settle_open(scope: Scope) -> int:
     """Record, as interrupted, the streams opened in ``scope`` by this thread and not
-    finished: the cell's summary then counts them. Streams other threads read go on."""
-    thread = threading.get_ident()
-    for watcher in tuple(_open):
-        ex = watcher.exchange
-        if ex.record is None and not ex.done and watcher.thread == thread and ex.scope.within(scope):
-            try:
-                watcher.settle()
-            except Exception as exc:
-                contained("stream left open", exc)
+    finished, so the cell's summary counts them; return how many of its calls are still
+    running elsewhere (another thread or task, or awaiting an answer), which go on."""
+    thread, running = threading.get_ident(), 0
+    for ex, watcher in tuple(_in_flight.items()):
+        if ex.done or ex.record is not None or not ex.scope.within(scope):
+            continue
+        if watcher is None or watcher.thread != thread:
+            running += 1
+            continue
+        try:
+            watcher.settle()
+        except Exception as exc:
+            contained("stream left open", exc)
+    return running
 
 
 session.on_scope_end(settle_open)

@@ -74,14 +74,19 @@ class StreamParse:
         return ("ok", reading, None) if ok else ("interrupted", reading, error or "IncompleteStream")
 
 
-def read_body(protocol: Protocol, http_status: int | None, content: bytes) -> tuple[str, Reading]:
+def read_body(protocol: Protocol, http_status: int | None, content: bytes) -> tuple[str, Reading, str | None]:
+    """Status, reading and, for an answer that could not be read, why."""
     if http_status and http_status >= 400:
-        return "error", Reading()
+        return "error", Reading(), None
     try:
-        reading = protocol.read_body(json.loads(content))
+        body = json.loads(content)
     except ValueError:
-        return "unparsed", Reading()
-    return ("unparsed", Reading()) if reading is None else ("ok", reading)
+        return "unparsed", Reading(), "not JSON"
+    try:
+        reading = protocol.read_body(body)
+    except NotACount as exc:
+        return "unparsed", Reading(), str(exc)
+    return ("unparsed", Reading(), f"not a {protocol.api} answer") if reading is None else ("ok", reading, None)
 
 
 def v1_deployment(path: str, request_body: bytes | None) -> str | None:
@@ -118,8 +123,18 @@ class Outcome:
             contained("response", exc)
             status, reading, error = "unparsed", Reading(), None
         usage = reading.usage
+        if not isinstance(reading.model, str):  # a server's junk is no model name
+            reading.model = None
         if usage is None and self.headers and status == "ok":
             usage = reading.usage = self.protocol.header_usage(self.headers)
+        if (usage is None and reading.model is None and not reading.output_text
+                and not self.protocol.speaks(self.request_body)):
+            record.ignored = True  # neither side of it is this format's
+            return
+        if status == "unparsed" and error:
+            warn_once(f"unparsed:{self.protocol.api}:{error[:20]}", f"tokmagic: a {self.protocol.api} "
+                      f"answer could not be read ({error}); its call is recorded as unparsed, tokens "
+                      "and cost unknown. Your code got the answer unchanged.")
         record.status = status
         record.model = reading.model or self.protocol.path_model(self.path)
         record.usage = Usage() if usage is None else usage
@@ -189,7 +204,7 @@ class Unread(Outcome):
                 return "interrupted", Reading(), self.error
             decode = decoder_for(self.encoding)
             body = b"".join(chunks)
-            return (*read_body(self.protocol, self.http_status, decode(body) if decode else body), None)
+            return read_body(self.protocol, self.http_status, decode(body) if decode else body)
         parse = StreamParse(self.protocol, self.framing, self.encoding)
         for chunk in chunks:
             parse.feed(chunk)

@@ -3,8 +3,10 @@
 and shows the result."""
 from __future__ import annotations
 
+import argparse
+import keyword
 import shlex
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -60,7 +62,7 @@ class TokMagic(Magics):
             %%llm_track sweep --chart
             for t in (0, 0.5, 1): ask(temperature=t)
         """
-        args = parse_argstring(self.llm_track, line)
+        args = _arguments(self.llm_track, line, "%%llm_track")
         tag = _unquoted(args.tag)
         if not capture.installed():
             raise UsageError("tokmagic is not capturing calls; run %load_ext tokmagic first.")
@@ -112,7 +114,7 @@ class TokMagic(Magics):
             %llm_usage --by tag         # calls, tokens and cost per %%llm_track tag
             df = %llm_usage --by cell
         """
-        args = parse_argstring(self.llm_usage, line)
+        args = _arguments(self.llm_usage, line, "%llm_usage")
         return tokmagic.usage(by=args.by)
 
     @magic_arguments()
@@ -126,7 +128,7 @@ class TokMagic(Magics):
 
             %llm_reset
         """
-        parse_argstring(self.llm_reset, line)
+        _arguments(self.llm_reset, line, "%llm_reset")
         tokmagic.reset()
         print("tokmagic: usage reset, no calls recorded.")
 
@@ -147,7 +149,7 @@ class TokMagic(Magics):
 
             %llm_panel
         """
-        parse_argstring(self.llm_panel, line)
+        _arguments(self.llm_panel, line, "%llm_panel")
         if not capture.installed():
             raise UsageError("tokmagic is not capturing calls; run %load_ext tokmagic first.")
         panel.show(self.shell)
@@ -176,13 +178,29 @@ class TokMagic(Magics):
             %llm_chart --kind models
             %llm_chart --kind latency
         """
-        args = parse_argstring(self.llm_chart, line)
+        args = _arguments(self.llm_chart, line, "%llm_chart")
         if args.by and args.kind != "tokens":
             raise UsageError("--by applies to --kind tokens only; leave it out for other kinds.")
         figure = tokmagic.chart(kind=args.kind, by=args.by or "cell")
         if args.output:
             self.shell.user_ns[args.output] = figure
         display(figure)
+
+
+def _arguments(magic: Callable, line: str, name: str) -> argparse.Namespace:
+    """The magic's parsed line. Every bad line is a one-line UsageError: argparse's errors
+    are already; shlex's ValueError for an unbalanced quote and a ``-o`` VAR that is no
+    variable name (``-o s.attr`` would otherwise store nothing anyone can read) become one."""
+    try:
+        args = parse_argstring(magic, line)
+    except ValueError as exc:
+        raise UsageError(f"{name}: {str(exc).lower()} in {line.strip()!r}; "
+                         "close the quote or remove it.") from None
+    output = getattr(args, "output", None)
+    if output is not None and (not output.isidentifier() or keyword.iskeyword(output)):
+        raise UsageError(f"{name}: -o takes a variable name, got {output!r}; "
+                         "pass a Python identifier, e.g. -o result.")
+    return args
 
 
 def _unquoted(tag: str | None) -> str | None:

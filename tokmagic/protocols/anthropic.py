@@ -106,6 +106,7 @@ def _content_tokens(content: Any, count) -> tuple[int, bool]:
 
 class Messages(Protocol):
     vendor, api = "anthropic", "messages"
+    request_keys = ("messages",)
 
     def read_body(self, body: Any) -> Reading | None:
         if not isinstance(body, dict):

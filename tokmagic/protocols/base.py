@@ -51,6 +51,10 @@ class Protocol:
     #: Response headers (lower case) that carry usage where the body may not: capture
     #: keeps their values for ``header_usage``. Empty for nearly every format.
     usage_headers: tuple[str, ...] = ()
+    #: Keys one of which every request of this format has (a chat's "messages"): a POST
+    #: to a path of this format without any, answered by something that is not this
+    #: format's answer, is a web app's own endpoint, not an LLM call. Empty: not asked.
+    request_keys: tuple[str, ...] = ()
 
     def read_body(self, body: Any) -> Reading | None:
         """What a whole JSON body says; None when it is not this format's answer."""
@@ -63,6 +67,17 @@ class Protocol:
         """Whether a POST to ``path``, whose ending named this format, really speaks it
         (asked only after that ending matched)."""
         return True
+
+    def speaks(self, request_body: bytes | None) -> bool:
+        """Whether a request body is one of this format's requests (see request_keys);
+        a body tokmagic did not see counts as one."""
+        if request_body is None or not self.request_keys:
+            return True
+        try:
+            request = json.loads(request_body)
+        except ValueError:
+            return False
+        return isinstance(request, dict) and any(key in request for key in self.request_keys)
 
     def header_usage(self, headers: dict[str, str | None]) -> Usage | None:
         """Usage from the values of ``usage_headers``, for a body that reported none."""

@@ -122,6 +122,7 @@ class ChatStream(StreamReader):
 
 class Chat(Protocol):
     vendor, api = "cohere", "chat"
+    request_keys = ("messages", "message")  # v2, v1
 
     def read_body(self, body: Any) -> Reading | None:
         if not isinstance(body, dict):
@@ -153,6 +154,7 @@ class Embed(Protocol):
     """Embeddings: input only, counted in ``meta``."""
 
     vendor, api = "cohere", "embed"
+    request_keys = ("texts", "inputs", "images")
 
     def read_body(self, body: Any) -> Reading | None:
         if not isinstance(body, dict):

@@ -70,6 +70,7 @@ class _Gemini(Protocol):
 
 class Generate(_Gemini):
     api = "generate_content"
+    request_keys = ("contents",)
 
     def read_body(self, body: Any) -> Reading | None:
         chunks = body if isinstance(body, list) else [body]  # a stream without alt=sse is one array
@@ -102,6 +103,7 @@ class Embed(_Gemini):
     is then estimated from the texts sent (one ``content``, or a batch of ``requests``)."""
 
     api = "embed_content"
+    request_keys = ("content", "requests")
 
     def read_body(self, body: Any) -> Reading | None:
         if not isinstance(body, dict):

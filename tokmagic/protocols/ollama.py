@@ -33,6 +33,7 @@ class NativeStream(StreamReader):
 class Native(Protocol):
     vendor = "ollama"
     framing = "ndjson"
+    request_keys = ("model",)  # every native request names its model
 
     def __init__(self, api: str) -> None:
         self.api = api

@@ -157,6 +157,7 @@ class ChatStream(StreamReader):
 
 class Chat(Protocol):
     vendor, api = "openai", "chat"
+    request_keys = ("messages",)
 
     def read_body(self, body: Any) -> Reading | None:
         if not isinstance(body, dict):
@@ -177,6 +178,7 @@ class Chat(Protocol):
 
 class Completions(Chat):
     api = "completions"
+    request_keys = ("prompt",)
 
     def estimate_input(self, request: dict, count) -> tuple[int, bool]:
         prompt = request.get("prompt")
@@ -237,6 +239,7 @@ def _as_message(item: Any) -> Any:
 
 class Responses(Protocol):
     vendor, api = "openai", "responses"
+    request_keys = ("input", "previous_response_id", "prompt", "conversation")
 
     def read_body(self, body: Any) -> Reading | None:
         if not isinstance(body, dict):
@@ -261,6 +264,7 @@ class Responses(Protocol):
 
 class Embeddings(Protocol):
     vendor, api = "openai", "embeddings"
+    request_keys = ("input",)
 
     def read_body(self, body: Any) -> Reading | None:
         if not isinstance(body, dict):
