@@ -8,6 +8,7 @@ import copy
 import itertools
 import threading
 import time
+import weakref
 from contextvars import ContextVar
 from typing import Any, Callable, Iterable
 
@@ -76,7 +77,7 @@ class Exchange:
 
     __slots__ = ("protocol", "host", "path", "request_body", "start", "time", "scope", "background",
                  "done", "http_status", "stream", "token", "call_id", "attempt", "usage_headers",
-                 "record")
+                 "record", "watcher", "__weakref__")
 
     def __init__(self, protocol: Protocol, host: str, path: str, request_body: bytes | None,
                  headers: Iterable[tuple[Any, Any]] = ()) -> None:
@@ -89,7 +90,8 @@ class Exchange:
         # cell stays that cell's, however late it ends
         self.background = scope.ended or scope is BACKGROUND
         self.record: CallRecord | None = None  # made early when its cell ended first
-        _in_flight[self] = None
+        self.watcher: StreamWatcher | None = None  # of a stream, once its body is read
+        _in_flight.add(self)
         self.call_id, self.attempt = retry_identity(headers)
         self.time = time.time()
         self.start = time.perf_counter()
@@ -129,8 +131,13 @@ class Exchange:
         self.http_status = status
         watcher = StreamWatcher(self, content_type, content_encoding)
         if watcher.framing is not None:
-            _in_flight[self] = watcher
+            self.watcher = watcher
         return watcher
+
+    def forget(self) -> None:
+        """Done: no longer in flight, and no cycle with its watcher left to collect."""
+        _in_flight.discard(self)
+        self.watcher = None
 
     def known(self, status: str, reading: Reading | None = None, error: str | None = None) -> Known:
         return Known(self.protocol, self.path, self.request_body, status, reading or Reading(), error)
@@ -143,7 +150,7 @@ class Exchange:
             return
         self.done = final
         if final:
-            _in_flight.pop(self, None)
+            self.forget()
         try:
             outcome.headers = self.usage_headers
             latency = time.perf_counter() - self.start
@@ -254,7 +261,7 @@ class StreamWatcher:
             return
         if error is not None and self.size == self.settled_size:
             ex.done = True  # stopped with nothing read since its record was made: it stands
-            _in_flight.pop(ex, None)
+            ex.forget()
             self.chunks, self.broken = [], True
             return
         why = None if error is None else type(error).__name__
@@ -301,9 +308,9 @@ _ClosedEarly.__name__ = "ClosedEarly"
 #: The error of a stream its cell left open, unfinished.
 LEFT_OPEN = "StreamLeftOpen"
 
-#: Exchanges not finished yet, with the watcher of their stream once one is read: what
-#: a scope leaves behind when it ends.
-_in_flight: dict[Exchange, StreamWatcher | None] = {}
+#: Exchanges not finished yet: what a scope leaves behind when it ends. Weak, so that
+#: an exchange no one can finish any more (a response dropped unread) is not kept.
+_in_flight: weakref.WeakSet[Exchange] = weakref.WeakSet()
 
 
 def settle_open(scope: Scope) -> int:
@@ -311,9 +318,10 @@ def settle_open(scope: Scope) -> int:
     finished, so the cell's summary counts them; return how many of its calls are still
     running elsewhere (another thread or task, or awaiting an answer), which go on."""
     thread, running = threading.get_ident(), 0
-    for ex, watcher in tuple(_in_flight.items()):
+    for ex in list(_in_flight):
         if ex.done or ex.record is not None or not ex.scope.within(scope):
             continue
+        watcher = ex.watcher
         if watcher is None or watcher.thread != thread:
             running += 1
             continue
