@@ -157,3 +157,12 @@ def test_a_requests_stream_left_open_is_counted_then_completed(ip):
     assert (record.status, record.estimated) == ("ok", False)
     assert (record.usage.input_tokens, record.usage.output_tokens) == (
         EXPECTED["input_tokens"], EXPECTED["output_tokens"])
+
+
+def test_a_stream_left_after_its_usage_chunk_is_complete(ip):
+    """The final usage chunk came; only [DONE] was left unread: nothing is missing."""
+    cell = run(ip, OPEN + "for chunk in st:\n    if chunk.usage:\n        break\n")
+    (record,) = session.records()
+    assert (record.status, record.error, record.estimated, record.cell) == ("ok", None, False, cell.execution_count)
+    assert (record.usage.input_tokens, record.usage.output_tokens) == (
+        EXPECTED["input_tokens"], EXPECTED["output_tokens"])

@@ -148,6 +148,10 @@ class ChatStream(StreamReader):
         usage = chunk.get("usage") or dig(chunk, "x_groq", "usage")
         if usage:
             r.usage = chat_usage(usage)
+            # include_usage's own chunk, with no choices, is the last before [DONE]: a
+            # caller who stops there has the whole answer (servers that repeat usage on
+            # every chunk send it with choices)
+            r.complete = r.usage is not None and not chunk.get("choices")
         if chunk.get("error"):
             r.error = str(dig(chunk, "error", "message") or chunk["error"])
         for choice in chunk.get("choices") or ():
