@@ -177,3 +177,16 @@ def test_unknown_hosted_model_costs_nan(serve_cases, host, provider):
     s = tokmagic.summary()
     assert (s.cost_usd, s.unpriced) == (0.0, 1)
     assert s.usage.input_tokens == record.usage.input_tokens  # not dropped from the totals
+
+
+def test_naming_another_host_ollama_keeps_ollama_free():
+    tokmagic.set_provider("gpu-box.lan:11434", "ollama")
+    assert providers.is_free("ollama") and providers.provider_for("gpu-box.lan:11434", "/v1/chat/completions", "openai") == "ollama"
+    tokmagic.set_provider("paid-box.lan", "ollama", free=False)
+    assert not providers.is_free("ollama")
+
+
+@pytest.mark.parametrize("host, provider", [("", "vllm"), (None, "vllm"), ("box:8000", ""), ("box:8000", 3)])
+def test_set_provider_refuses_what_is_no_name(host, provider):
+    with pytest.raises(TypeError, match="non-empty strings"):
+        tokmagic.set_provider(host, provider)

@@ -34,14 +34,20 @@ _free: set[str] = {"ollama", "lmstudio"}
 _lock = threading.Lock()
 
 
-def set_provider(host: str, provider: str, free: bool = False) -> None:
+def set_provider(host: str, provider: str, free: bool | None = None) -> None:
     """Name the provider behind ``host`` (``"host"`` or ``"host:port"``), e.g. a vLLM server:
-    ``set_provider("127.0.0.1:8000", "vllm", free=True)``. ``free`` declares its calls cost 0."""
+    ``set_provider("127.0.0.1:8000", "vllm", free=True)``. ``free`` True declares the
+    provider's calls cost 0, False that they are priced; None leaves that as it was (a
+    provider tokmagic does not know is priced), so naming a second Ollama host keeps
+    Ollama free."""
+    if not isinstance(host, str) or not host or not isinstance(provider, str) or not provider:
+        raise TypeError(f"tokmagic.set_provider takes a host ('host' or 'host:port') and a provider "
+                        f"name, both non-empty strings; got {host!r}, {provider!r}")
     with _lock:
         _declared[host.lower()] = provider
         if free:
             _free.add(provider)
-        else:
+        elif free is not None:
             _free.discard(provider)
 
 
