@@ -315,9 +315,14 @@ def _wrapped() -> dict[str, bool]:
     mark = "__tokmagic_original__"
     methods = {"_make_request": urllib3.connectionpool.HTTPConnectionPool,
                "read": urllib3.response.HTTPResponse, "read_chunked": urllib3.response.HTTPResponse,
-               "_request": aiohttp.ClientSession, "feed_data": aiohttp.StreamReader,
-               "release": aiohttp.ClientResponse}
-    return {name: hasattr(cls.__dict__[name], mark) for name, cls in methods.items()}
+               "_request": aiohttp.ClientSession}
+    wrapped = {name: hasattr(cls.__dict__[name], mark) for name, cls in methods.items()}
+    # aiohttp's reader and response classes are never patched: an LLM response's objects
+    # take watching subclasses, made at install
+    assert not hasattr(aiohttp.StreamReader.__dict__["feed_data"], mark)
+    assert not hasattr(aiohttp.ClientResponse.__dict__["release"], mark)
+    wrapped["watching subclasses"] = {aiohttp.StreamReader, aiohttp.ClientResponse} <= aiohttp_capture._subclasses.keys()
+    return wrapped
 
 
 def test_install_and_uninstall_are_mirror_images():

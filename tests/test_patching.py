@@ -11,6 +11,7 @@ import pytest
 import urllib3
 
 import tokmagic
+from tokmagic.capture import aiohttp as aiohttp_capture
 from tokmagic.capture import patching
 from tokmagic.monitor import session
 
@@ -20,12 +21,16 @@ from .test_http_libraries import CLIENTS, TOKEN_FIELDS, _joined
 _STAR_ARGS = 0x04 | 0x08
 #: Every method capture wraps in the two libraries, and whether its wrapper may spell
 #: out its parameters (aiohttp's _request takes some thirty keywords: it never does).
-WRAPPED = [(urllib3.connectionpool.HTTPConnectionPool, "_make_request", True),
-           *((urllib3.response.HTTPResponse, name, True)
+#: aiohttp's reader and response methods are wrapped in the subclasses that an LLM
+#: response's objects take while its body is watched.
+WRAPPED = [(lambda: urllib3.connectionpool.HTTPConnectionPool, "_make_request", True),
+           *((lambda: urllib3.response.HTTPResponse, name, True)
              for name in ("read", "read1", "read_chunked", "close", "release_conn", "drain_conn")),
-           *((aiohttp.StreamReader, name, True) for name in ("feed_data", "feed_eof", "set_exception")),
-           (aiohttp.ClientResponse, "close", True), (aiohttp.ClientResponse, "release", True),
-           (aiohttp.ClientSession, "_request", False)]
+           *((lambda: aiohttp_capture._subclasses[aiohttp.StreamReader], name, True)
+             for name in ("feed_data", "feed_eof", "set_exception")),
+           *((lambda: aiohttp_capture._subclasses[aiohttp.ClientResponse], name, True)
+             for name in ("close", "release")),
+           (lambda: aiohttp.ClientSession, "_request", False)]
 
 
 def _generic(func) -> bool:
@@ -115,8 +120,8 @@ def test_post_is_every_spelling_of_post_and_nothing_else():
 def test_the_installed_libraries_get_the_wrappers_that_pass_arguments_on_as_they_are():
     """If this fails after an upgrade, capture still works, through the generic wrappers,
     but costs every request more: bring the exact wrapper up to the new signature."""
-    generic = [f"{cls.__name__}.{name}" for cls, name, exact in WRAPPED
-               if exact and _generic(cls.__dict__[name])]
+    generic = [f"{owner().__name__}.{name}" for owner, name, exact in WRAPPED
+               if exact and _generic(owner().__dict__[name])]
     assert generic == []
 
 
@@ -134,6 +139,34 @@ def test_a_request_that_is_not_a_post_gets_aiohttps_own_coroutine(replay):
     assert session.records() == []
 
 
+def test_only_an_llm_responses_objects_are_watched_and_only_while_its_body_arrives(serve_cases):
+    """Other responses keep aiohttp's own classes; an LLM stream's reader and response
+    take the watching subclasses while it arrives, and their own classes back after."""
+    chat = load_case("openai-chat-stream-include-usage")
+    replay = serve_cases([chat, load_case("openai-chat-basic")], event_delay_ms=20)  # it visibly streams
+
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            async with s.post(replay + "/other", json={}) as other:  # no LLM path: a 404
+                await other.read()
+                assert (type(other), type(other.content)) == (aiohttp.ClientResponse, aiohttp.StreamReader)
+            async with s.post(replay + "/v1/chat/completions", json=chat["request"]["body"],
+                              headers={"X-Replay-Case": chat["id"]}) as r:
+                first = await r.content.readline()
+                watched = (type(r), type(r.content))
+                await r.read()
+                after = (type(r), type(r.content))
+        return first, watched, after
+    first, watched, after = asyncio.run(go())
+    assert first.startswith(b"data: ")
+    assert watched == (aiohttp_capture._subclasses[aiohttp.ClientResponse],
+                       aiohttp_capture._subclasses[aiohttp.StreamReader])
+    assert issubclass(watched[0], aiohttp.ClientResponse) and issubclass(watched[1], aiohttp.StreamReader)
+    assert after == (aiohttp.ClientResponse, aiohttp.StreamReader)
+    (record,) = session.records()
+    assert (record.status, record.usage.input_tokens) == ("ok", chat["expected"]["input_tokens"])
+
+
 # -- the generic wrappers record what the exact ones do ------------------------------------
 
 def _reinstall(monkeypatch, generic: bool) -> None:
@@ -145,7 +178,7 @@ def _reinstall(monkeypatch, generic: bool) -> None:
     else:
         monkeypatch.undo()
     tokmagic.install()
-    assert [_generic(cls.__dict__[name]) for cls, name, exact in WRAPPED if exact] == \
+    assert [_generic(owner().__dict__[name]) for owner, name, exact in WRAPPED if exact] == \
         [generic] * sum(exact for _, _, exact in WRAPPED)
 
 

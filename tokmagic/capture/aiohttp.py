@@ -5,12 +5,15 @@ response's ``StreamReader`` (``feed_data``, ``feed_eof``, ``set_exception``).
 A request that is not a POST costs one call and one test; a POST, working out its URL's
 path too. Only a POST to an LLM API gets a coroutine of tokmagic's around aiohttp's.
 
-A StreamReader has ``__slots__`` and no weak references, so the watched ones are kept in
-a dict by id. An entry goes at the end of the body, at an error, when the response is
-closed or released, or when the response is collected unfinished: the response holds its
-reader, so a weak reference to it, kept in the entry, removes the entry before the reader
-can go and its id be reused. The hooks cost other readers (every body aiohttp receives or
-serves) one test of an empty dict."""
+Only an LLM response's reader and the response itself are watched: while its body
+arrives, each has its class swapped for a subclass whose hook methods watch it (the
+subclass adds no slots, so the layout is the same), and gets its own class back when the
+body ends. Every other response, and every body aiohttp serves, runs aiohttp's methods
+untouched. A StreamReader has ``__slots__`` and no weak references, so the watched ones
+are kept in a dict by id. An entry goes at the end of the body, at an error, when the
+response is closed or released, or when the response is collected unfinished: the
+response holds its reader, so a weak reference to it, kept in the entry, removes the
+entry before the reader can go and its id be reused."""
 from __future__ import annotations
 
 import inspect
@@ -22,7 +25,7 @@ from typing import Callable
 
 from ..protocols import TAIL, TAILS, Protocol, recognise
 from .exchange import Exchange, StreamWatcher, contained, header_pairs, in_exchange
-from .patching import POST, cannot_patch, unwrap, wrap
+from .patching import POST, Make, cannot_patch, unwrap, wrap, wrapper_for
 
 MODULES = ("aiohttp",)
 
@@ -48,10 +51,6 @@ def _target(session, str_or_url):
     """The URL of a POST and its wire format, if it goes to an LLM API; else None.
     Never raises."""
     try:
-        if type(str_or_url) is str:  # most requests: told from the path's end alone
-            query = str_or_url.find("?")
-            if (str_or_url if query < 0 else str_or_url[:query])[-TAIL:] not in TAILS:
-                return None
         url = session._build_url(str_or_url)  # the session's base_url applied, as aiohttp does
         protocol = recognise("POST", url.path)
     except (ValueError, TypeError):  # not a URL: aiohttp itself says so
@@ -93,6 +92,34 @@ def _observe(exchange: Exchange, response, decompressed: bool) -> None:
         key = id(content)
         # a plain weak reference, kept alive by the entry, costs a quarter of a finalizer
         _watched[key] = (watcher, weakref.ref(response, lambda ref: _abandoned(key, ref)))
+        try:
+            content.__class__ = _watching(type(content), _STREAM_HOOKS)
+            response.__class__ = _watching(type(response), _CLOSE_HOOKS)
+        except TypeError:  # a reader or response of another layout: not watched
+            _unwatch(content)
+            exchange.finish(exchange.known("unparsed"))
+            raise
+
+
+#: Watched subclass of each class whose instances carried an LLM response so far.
+_subclasses: dict[type, type] = {}
+
+
+def _watching(cls: type, hooks: dict[str, tuple[Make, Make]]) -> type:
+    """The subclass of ``cls`` with ``hooks`` around its methods, made once per class."""
+    watching = _subclasses.get(cls)
+    if watching is None:
+        methods = {name: wrapper_for(getattr(cls, name), make, generic) for name, (make, generic) in hooks.items()}
+        watching = _subclasses[cls] = type(cls.__name__, (cls,), {"__slots__": (), **methods})
+        watching.__qualname__ = cls.__qualname__
+    return watching
+
+
+def _restore(obj) -> None:
+    """Give a watched reader or response its own class back."""
+    cls = type(obj)
+    if _subclasses.get(cls.__base__) is cls:
+        obj.__class__ = cls.__base__
 
 
 def _abandoned(key: int, ref: weakref.ref) -> None:
@@ -104,9 +131,16 @@ def _abandoned(key: int, ref: weakref.ref) -> None:
 
 
 def _unwatch(reader) -> StreamWatcher | None:
-    """The watcher of a body that ends now, if it is watched."""
+    """The watcher of a body that ends now, if it is watched; the reader and its response
+    are plain aiohttp objects again."""
     entry = _watched.pop(id(reader), None)
-    return None if entry is None else entry[0]
+    if entry is None:
+        return None
+    _restore(reader)
+    response = entry[1]()
+    if response is not None:
+        _restore(response)
+    return entry[0]
 
 
 async def _captured(request, session, kwargs: dict, target, response_error: type):
@@ -142,23 +176,26 @@ def _request_wrapper(original: Callable, response_error: type) -> Callable:
     would without tokmagic), inside one of tokmagic's for a POST to an LLM API."""
     def _request(self, method, str_or_url, **kwargs):
         request = original(self, method, str_or_url, **kwargs)
-        if method in POST and (target := _target(self, str_or_url)) is not None:
-            return _captured(request, self, kwargs, target, response_error)
-        return request
+        if method not in POST:
+            return request
+        if type(str_or_url) is str:  # most POSTs: told from the path's end, here, at once
+            query = str_or_url.find("?")
+            if (str_or_url if query < 0 else str_or_url[:query])[-TAIL:] not in TAILS:
+                return request
+        target = _target(self, str_or_url)
+        return request if target is None else _captured(request, self, kwargs, target, response_error)
     mark = getattr(inspect, "markcoroutinefunction", None)  # Python 3.12+
     return _request if mark is None else mark(_request)
 
 
 # -- the body, as aiohttp receives it ------------------------------------------------
 #
-# Every body aiohttp receives (or serves) passes through these; one that is not watched
-# costs a test of an empty dict, or of a miss in it.
+# The hooks of the watched subclasses: they run for LLM responses only.
 
 def _feed_data_wrapper(original: Callable) -> Callable:
     def feed_data(self, data, size=0):
         result = original(self, data, size)
-        if _watched:
-            _fed(self, data)
+        _fed(self, data)
         return result
     return feed_data
 
@@ -166,8 +203,7 @@ def _feed_data_wrapper(original: Callable) -> Callable:
 def _feed_data_generic(original: Callable) -> Callable:
     def feed_data(self, data, *args, **kwargs):
         result = original(self, data, *args, **kwargs)
-        if _watched:
-            _fed(self, data)
+        _fed(self, data)
         return result
     return feed_data
 
@@ -180,32 +216,24 @@ def _fed(reader, data: bytes) -> None:
 
 def _feed_eof_wrapper(original: Callable) -> Callable:
     def feed_eof(self):
-        if not _watched:
-            return original(self)
         return _ended(_unwatch(self), None, lambda: original(self))
     return feed_eof
 
 
 def _feed_eof_generic(original: Callable) -> Callable:
     def feed_eof(self, *args, **kwargs):
-        if not _watched:
-            return original(self, *args, **kwargs)
         return _ended(_unwatch(self), None, lambda: original(self, *args, **kwargs))
     return feed_eof
 
 
 def _set_exception_wrapper(original: Callable) -> Callable:
     def set_exception(self, exc, exc_cause=None):
-        if not _watched:
-            return original(self, exc, exc_cause)
         return _ended(_unwatch(self), exc, lambda: original(self, exc, exc_cause))
     return set_exception
 
 
 def _set_exception_generic(original: Callable) -> Callable:
     def set_exception(self, exc, *args, **kwargs):
-        if not _watched:
-            return original(self, exc, *args, **kwargs)
         return _ended(_unwatch(self), exc, lambda: original(self, exc, *args, **kwargs))
     return set_exception
 
@@ -222,16 +250,14 @@ def _ended(watcher: StreamWatcher | None, error: BaseException | None, call: Cal
 def _close_wrapper(original: Callable) -> Callable:
     """``ClientResponse.close`` / ``release``: a body closed before its end."""
     def close(self):
-        if _watched:
-            _closed(self)
+        _closed(self)
         return original(self)
     return close
 
 
 def _close_generic(original: Callable) -> Callable:
     def close(self, *args, **kwargs):
-        if _watched:
-            _closed(self)
+        _closed(self)
         return original(self, *args, **kwargs)
     return close
 
@@ -245,19 +271,18 @@ def _closed(response) -> None:
 _STREAM_HOOKS = {"feed_data": (_feed_data_wrapper, _feed_data_generic),
                  "feed_eof": (_feed_eof_wrapper, _feed_eof_generic),
                  "set_exception": (_set_exception_wrapper, _set_exception_generic)}
-_CLOSES = ("close", "release")
+_CLOSE_HOOKS = {name: (_close_wrapper, _close_generic) for name in ("close", "release")}
 
 
 def patch(module: ModuleType) -> None:
-    """Wrap aiohttp's client request and its response streams; a second call changes
-    nothing. An aiohttp that does not look as expected is left alone, with a warning."""
+    """Wrap aiohttp's client request, and make the watched reader and response classes;
+    a second call changes nothing. An aiohttp that does not look as expected is left
+    alone, with a warning."""
     try:
+        _watching(module.StreamReader, _STREAM_HOOKS)
+        _watching(module.ClientResponse, _CLOSE_HOOKS)
         wrap(module.ClientSession, "_request",
              lambda original: _request_wrapper(original, module.ClientResponseError))
-        for name, (make, generic) in _STREAM_HOOKS.items():
-            wrap(module.StreamReader, name, make, generic)
-        for name in _CLOSES:
-            wrap(module.ClientResponse, name, _close_wrapper, _close_generic)
     except Exception as exc:  # never let the user's import fail: undo what was done
         with suppress(Exception):
             unpatch(module)
@@ -265,11 +290,8 @@ def patch(module: ModuleType) -> None:
 
 
 def unpatch(module: ModuleType) -> None:
-    """Restore every method, but only where it still holds tokmagic's wrapper; bodies
+    """Restore ``_request``, but only where it still holds tokmagic's wrapper; bodies
     still being watched are let go unrecorded."""
     unwrap(module.ClientSession, "_request")
-    for name in _STREAM_HOOKS:
-        unwrap(module.StreamReader, name)
-    for name in _CLOSES:
-        unwrap(module.ClientResponse, name)
     _watched.clear()
+    _subclasses.clear()  # a later install makes them again, for the methods then in place

@@ -36,17 +36,22 @@ def wrap(cls: type, name: str, make: Make, generic: Make | None = None) -> None:
     original's parameters: it is used only where the installed method takes the very same
     (then with its defaults), and ``generic(original)`` everywhere else."""
     current = cls.__dict__[name]
-    if getattr(current, _MARK, None) is not None:
-        return
-    wrapper = make(current)
+    if getattr(current, _MARK, None) is None:
+        setattr(cls, name, wrapper_for(current, make, generic))
+
+
+def wrapper_for(original: Callable, make: Make, generic: Make | None = None) -> Callable:
+    """``make(original)``, or ``generic(original)`` where ``original`` takes other
+    parameters than that spells out (see wrap), named as the original and marked as ours."""
+    wrapper = make(original)
     if generic is not None:
-        if same_parameters(wrapper, current):
-            wrapper.__defaults__, wrapper.__kwdefaults__ = current.__defaults__, current.__kwdefaults__
+        if same_parameters(wrapper, original):
+            wrapper.__defaults__, wrapper.__kwdefaults__ = original.__defaults__, original.__kwdefaults__
         else:
-            wrapper = generic(current)
-    wrapper = functools.wraps(current)(wrapper)
-    setattr(wrapper, _MARK, current)
-    setattr(cls, name, wrapper)
+            wrapper = generic(original)
+    wrapper = functools.wraps(original)(wrapper)
+    setattr(wrapper, _MARK, original)
+    return wrapper
 
 
 def same_parameters(wrapper: Callable, original: object) -> bool:
