@@ -20,6 +20,7 @@ import urllib3
 
 import tokmagic
 from tokmagic.capture import aiohttp as aiohttp_capture
+from tokmagic.capture import urllib3 as urllib3_capture
 from tokmagic.monitor import session
 
 from .conftest import load_case
@@ -313,15 +314,15 @@ def test_other_requests_leave_no_record(replay):
 
 def _wrapped() -> dict[str, bool]:
     mark = "__tokmagic_original__"
-    methods = {"_make_request": urllib3.connectionpool.HTTPConnectionPool,
-               "read": urllib3.response.HTTPResponse, "read_chunked": urllib3.response.HTTPResponse,
-               "_request": aiohttp.ClientSession}
+    methods = {"_make_request": urllib3.connectionpool.HTTPConnectionPool, "_request": aiohttp.ClientSession}
     wrapped = {name: hasattr(cls.__dict__[name], mark) for name, cls in methods.items()}
-    # aiohttp's reader and response classes are never patched: an LLM response's objects
-    # take watching subclasses, made at install
+    # response and reader classes are never patched: an LLM response's objects take
+    # watching subclasses, made at install
+    assert not hasattr(urllib3.response.HTTPResponse.__dict__["read"], mark)
     assert not hasattr(aiohttp.StreamReader.__dict__["feed_data"], mark)
     assert not hasattr(aiohttp.ClientResponse.__dict__["release"], mark)
-    wrapped["watching subclasses"] = {aiohttp.StreamReader, aiohttp.ClientResponse} <= aiohttp_capture._subclasses.keys()
+    wrapped["aiohttp subclasses"] = {aiohttp.StreamReader, aiohttp.ClientResponse} <= aiohttp_capture._subclasses.keys()
+    wrapped["urllib3 subclasses"] = urllib3.response.HTTPResponse in urllib3_capture._subclasses
     return wrapped
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 
 import aiohttp
 import pytest
@@ -13,6 +14,7 @@ import urllib3
 import tokmagic
 from tokmagic.capture import aiohttp as aiohttp_capture
 from tokmagic.capture import patching
+from tokmagic.capture import urllib3 as urllib3_capture
 from tokmagic.monitor import session
 
 from .conftest import load_case
@@ -21,10 +23,10 @@ from .test_http_libraries import CLIENTS, TOKEN_FIELDS, _joined
 _STAR_ARGS = 0x04 | 0x08
 #: Every method capture wraps in the two libraries, and whether its wrapper may spell
 #: out its parameters (aiohttp's _request takes some thirty keywords: it never does).
-#: aiohttp's reader and response methods are wrapped in the subclasses that an LLM
-#: response's objects take while its body is watched.
+#: The response (and aiohttp's reader) methods are wrapped in the subclasses that an
+#: LLM response's objects take while its body is watched.
 WRAPPED = [(lambda: urllib3.connectionpool.HTTPConnectionPool, "_make_request", True),
-           *((lambda: urllib3.response.HTTPResponse, name, True)
+           *((lambda: urllib3_capture._subclasses[urllib3.response.HTTPResponse], name, True)
              for name in ("read", "read1", "read_chunked", "close", "release_conn", "drain_conn")),
            *((lambda: aiohttp_capture._subclasses[aiohttp.StreamReader], name, True)
              for name in ("feed_data", "feed_eof", "set_exception")),
@@ -163,6 +165,23 @@ def test_only_an_llm_responses_objects_are_watched_and_only_while_its_body_arriv
                        aiohttp_capture._subclasses[aiohttp.StreamReader])
     assert issubclass(watched[0], aiohttp.ClientResponse) and issubclass(watched[1], aiohttp.StreamReader)
     assert after == (aiohttp.ClientResponse, aiohttp.StreamReader)
+    (record,) = session.records()
+    assert (record.status, record.usage.input_tokens) == ("ok", chat["expected"]["input_tokens"])
+
+
+def test_only_an_llm_response_is_a_watched_urllib3_response_and_only_while_read(replay):
+    chat = load_case("openai-chat-stream-include-usage")
+    pool = urllib3.PoolManager()
+    other = pool.request("POST", replay + "/other", body=b"{}")
+    assert type(other) is urllib3.response.HTTPResponse
+    r = pool.request("POST", replay + "/v1/chat/completions", preload_content=False,
+                     body=json.dumps(chat["request"]["body"]).encode(),
+                     headers={"X-Replay-Case": chat["id"], "Content-Type": "application/json"})
+    watched = type(r)
+    r.read()
+    r.release_conn()
+    assert watched is urllib3_capture._subclasses[urllib3.response.HTTPResponse]
+    assert issubclass(watched, urllib3.response.HTTPResponse) and type(r) is urllib3.response.HTTPResponse
     (record,) = session.records()
     assert (record.status, record.usage.input_tokens) == ("ok", chat["expected"]["input_tokens"])
 

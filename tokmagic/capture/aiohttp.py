@@ -25,7 +25,7 @@ from typing import Callable
 
 from ..protocols import TAIL, TAILS, Protocol, recognise
 from .exchange import Exchange, StreamWatcher, contained, header_pairs, in_exchange
-from .patching import POST, Make, cannot_patch, unwrap, wrap, wrapper_for
+from .patching import POST, Hooks, cannot_patch, restore, unwrap, watching, wrap
 
 MODULES = ("aiohttp",)
 
@@ -93,8 +93,8 @@ def _observe(exchange: Exchange, response, decompressed: bool) -> None:
         # a plain weak reference, kept alive by the entry, costs a quarter of a finalizer
         _watched[key] = (watcher, weakref.ref(response, lambda ref: _abandoned(key, ref)))
         try:
-            content.__class__ = _watching(type(content), _STREAM_HOOKS)
-            response.__class__ = _watching(type(response), _CLOSE_HOOKS)
+            content.__class__ = watching(_subclasses, type(content), _STREAM_HOOKS)
+            response.__class__ = watching(_subclasses, type(response), _CLOSE_HOOKS)
         except TypeError:  # a reader or response of another layout: not watched
             _unwatch(content)
             exchange.finish(exchange.known("unparsed"))
@@ -103,23 +103,6 @@ def _observe(exchange: Exchange, response, decompressed: bool) -> None:
 
 #: Watched subclass of each class whose instances carried an LLM response so far.
 _subclasses: dict[type, type] = {}
-
-
-def _watching(cls: type, hooks: dict[str, tuple[Make, Make]]) -> type:
-    """The subclass of ``cls`` with ``hooks`` around its methods, made once per class."""
-    watching = _subclasses.get(cls)
-    if watching is None:
-        methods = {name: wrapper_for(getattr(cls, name), make, generic) for name, (make, generic) in hooks.items()}
-        watching = _subclasses[cls] = type(cls.__name__, (cls,), {"__slots__": (), **methods})
-        watching.__qualname__ = cls.__qualname__
-    return watching
-
-
-def _restore(obj) -> None:
-    """Give a watched reader or response its own class back."""
-    cls = type(obj)
-    if _subclasses.get(cls.__base__) is cls:
-        obj.__class__ = cls.__base__
 
 
 def _abandoned(key: int, ref: weakref.ref) -> None:
@@ -136,10 +119,10 @@ def _unwatch(reader) -> StreamWatcher | None:
     entry = _watched.pop(id(reader), None)
     if entry is None:
         return None
-    _restore(reader)
+    restore(_subclasses, reader)
     response = entry[1]()
     if response is not None:
-        _restore(response)
+        restore(_subclasses, response)
     return entry[0]
 
 
@@ -268,10 +251,10 @@ def _closed(response) -> None:
         watcher.closed()
 
 
-_STREAM_HOOKS = {"feed_data": (_feed_data_wrapper, _feed_data_generic),
+_STREAM_HOOKS: Hooks = {"feed_data": (_feed_data_wrapper, _feed_data_generic),
                  "feed_eof": (_feed_eof_wrapper, _feed_eof_generic),
                  "set_exception": (_set_exception_wrapper, _set_exception_generic)}
-_CLOSE_HOOKS = {name: (_close_wrapper, _close_generic) for name in ("close", "release")}
+_CLOSE_HOOKS: Hooks = {name: (_close_wrapper, _close_generic) for name in ("close", "release")}
 
 
 def patch(module: ModuleType) -> None:
@@ -279,8 +262,8 @@ def patch(module: ModuleType) -> None:
     a second call changes nothing. An aiohttp that does not look as expected is left
     alone, with a warning."""
     try:
-        _watching(module.StreamReader, _STREAM_HOOKS)
-        _watching(module.ClientResponse, _CLOSE_HOOKS)
+        watching(_subclasses, module.StreamReader, _STREAM_HOOKS)
+        watching(_subclasses, module.ClientResponse, _CLOSE_HOOKS)
         wrap(module.ClientSession, "_request",
              lambda original: _request_wrapper(original, module.ClientResponseError))
     except Exception as exc:  # never let the user's import fail: undo what was done

@@ -54,6 +54,29 @@ def wrapper_for(original: Callable, make: Make, generic: Make | None = None) -> 
     return wrapper
 
 
+#: Method name -> (exact wrapper maker, generic wrapper maker), as wrap() takes them.
+Hooks = dict[str, tuple[Make, Make]]
+
+
+def watching(registry: dict[type, type], cls: type, hooks: Hooks) -> type:
+    """The subclass of ``cls`` with ``hooks`` around its methods, made once per class and
+    kept in ``registry``. It adds no slots, so an object's class can be swapped for it
+    (and back, see restore): only the objects of an LLM response pay for the hooks."""
+    watched = registry.get(cls)
+    if watched is None:
+        methods = {name: wrapper_for(getattr(cls, name), make, generic) for name, (make, generic) in hooks.items()}
+        watched = registry[cls] = type(cls.__name__, (cls,), {"__slots__": (), **methods})
+        watched.__qualname__ = cls.__qualname__
+    return watched
+
+
+def restore(registry: dict[type, type], obj: object) -> None:
+    """Give an object whose class ``watching`` swapped its own class back."""
+    cls = type(obj)
+    if registry.get(cls.__base__) is cls:
+        obj.__class__ = cls.__base__
+
+
 def same_parameters(wrapper: Callable, original: object) -> bool:
     """Whether ``original`` is a plain function taking the parameters ``wrapper`` takes:
     the same names in the same order, of the same kinds, the same ones with defaults. A

@@ -4,10 +4,11 @@ One exchange per HTTP attempt: ``HTTPConnectionPool._make_request`` sends one re
 reads its headers, while ``urlopen`` recurses on retries and redirects. The body is
 watched as it is read, by the caller or (``preload_content=True``) by tokmagic's wrapper
 in urllib3's stead, through ``HTTPResponse.read``, ``read1`` and ``read_chunked`` (which
-``stream()``, ``data``, ``json()`` and requests' ``iter_content`` all come down to).
-Those are patched on the class, so a response that is not an LLM call pays one attribute
-lookup per read, and a request that is not one a test of its method (and for a POST, of
-its path)."""
+``stream()``, ``data``, ``json()`` and requests' ``iter_content`` all come down to), and
+its closes. Only an LLM response is watched: its class is swapped for a subclass with
+those hooks while its body is read (see patching.watching), so any other response runs
+urllib3's own methods, and a request that is not one pays a test of its method (and for
+a POST, of its path's end)."""
 from __future__ import annotations
 
 from contextlib import suppress
@@ -16,14 +17,17 @@ from typing import Callable
 
 from ..protocols import TAIL, TAILS, recognise
 from .exchange import IDENTITY_NAME_LENGTHS, Exchange, StreamWatcher, contained, header_pairs, in_exchange
-from .patching import POST, cannot_patch, unwrap, wrap
+from .patching import POST, Hooks, cannot_patch, restore, unwrap, watching, wrap
 
 MODULES = ("urllib3",)
 
 #: The attribute holding an _Observed on a response whose body tokmagic watches.
 _STATE = "_tokmagic_observed"
-_READS = ("read", "read1")
 _CLOSES = ("close", "release_conn", "drain_conn")
+#: The hooks of a watched response's methods (made by patch, for the urllib3 in use),
+#: and the watched subclass of each response class that carried an LLM response.
+_hooks: Hooks = {}
+_subclasses: dict[type, type] = {}
 
 
 class _Observed:
@@ -80,7 +84,9 @@ def _request_headers(headers):
 
 
 def _forget(response) -> None:
+    """The body is done with: the response is urllib3's own again."""
     response.__dict__.pop(_STATE, None)
+    restore(_subclasses, response)
 
 
 # -- the request -----------------------------------------------------------------------
@@ -128,7 +134,9 @@ def _sent(exchange: Exchange, preload: bool, decode_content: bool, send: Callabl
     try:
         exchange.response_headers(response.headers.get)
         setattr(response, _STATE, _Observed(exchange))
+        response.__class__ = watching(_subclasses, type(response), _hooks)
     except Exception as exc:
+        _forget(response)
         contained("response", exc)
     if preload:
         response.read(decode_content=decode_content, cache_content=True)
@@ -169,8 +177,8 @@ def _make_request_generic(original: Callable, parse_url) -> Callable:
 
 # -- the body, as the caller reads it ------------------------------------------------
 #
-# Every response's reads and closes pass through these wrappers; for one that is not an
-# LLM call's (no _STATE on it) they cost one attribute lookup.
+# A watched response's reads and closes pass through these; once its body is done with
+# (no _STATE on it) they pass straight on.
 
 def _feed(response, state: _Observed, data: bytes, decode_content: bool | None, drained) -> None:
     """One read returned ``data``: feed it, and end the body if ``drained(response)``
@@ -327,16 +335,17 @@ def patch(module: ModuleType) -> None:
     try:
         drained = _drained_test(module.util.response.is_fp_closed)
         parse_url = module.util.parse_url
+        _hooks.clear()
+        for name, make in (("read", _read_wrapper), ("read1", _read1_wrapper)):
+            _hooks[name] = (lambda original, make=make: make(original, drained),
+                            lambda original: _read_generic(original, drained))
+        _hooks["read_chunked"] = (_read_chunked_wrapper, _read_chunked_generic)
+        for name in _CLOSES:
+            _hooks[name] = (_close_wrapper, _close_generic)
+        watching(_subclasses, module.response.HTTPResponse, _hooks)
         wrap(module.connectionpool.HTTPConnectionPool, "_make_request",
              lambda original: _make_request_wrapper(original, parse_url),
              lambda original: _make_request_generic(original, parse_url))
-        response = module.response.HTTPResponse
-        for name, make in (("read", _read_wrapper), ("read1", _read1_wrapper)):
-            wrap(response, name, lambda original, make=make: make(original, drained),
-                 lambda original: _read_generic(original, drained))
-        wrap(response, "read_chunked", _read_chunked_wrapper, _read_chunked_generic)
-        for name in _CLOSES:
-            wrap(response, name, _close_wrapper, _close_generic)
     except Exception as exc:  # never let the user's import fail: undo what was done
         with suppress(Exception):
             unpatch(module)
@@ -344,7 +353,6 @@ def patch(module: ModuleType) -> None:
 
 
 def unpatch(module: ModuleType) -> None:
-    """Restore every method, but only where it still holds tokmagic's wrapper."""
+    """Restore ``_make_request``, but only where it still holds tokmagic's wrapper."""
     unwrap(module.connectionpool.HTTPConnectionPool, "_make_request")
-    for name in (*_READS, "read_chunked", *_CLOSES):
-        unwrap(module.response.HTTPResponse, name)
+    _subclasses.clear()  # a later install makes them again, for the methods then in place
