@@ -25,10 +25,13 @@ _held_lock = threading.Lock()
 
 
 def contained(what: str, exc: BaseException) -> None:
-    if isinstance(exc, NotACount):
-        warn_once("not-a-count", f"tokmagic: a usage field of an LLM response is {exc}; its "
-                  "call is recorded as unparsed, tokens and cost unknown. The call itself was "
-                  "not affected.")
+    """Warn once of a failure to read a response: the provider's data when it is no JSON
+    or no count, else tokmagic's own bug."""
+    if isinstance(exc, (NotACount, json.JSONDecodeError)):
+        why = f"a usage field is {exc}" if isinstance(exc, NotACount) else f"an event is not JSON ({exc})"
+        warn_once(f"provider-data:{type(exc).__name__}", f"tokmagic: an LLM response could not be "
+                  f"read: {why}. Its call is recorded as unparsed, tokens and cost unknown; the "
+                  "call itself was not affected.")
         return
     warn_once(f"internal:{what}:{type(exc).__name__}",
               f"tokmagic: could not read an LLM response ({what}: {exc!r}); the call itself "
