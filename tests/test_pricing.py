@@ -67,12 +67,19 @@ def test_manual_record_with_provider(fresh_warnings):
     assert claude.cost_usd > mini.cost_usd  # the provider's own rates, not one table for all
 
 
-def test_manual_record_of_an_unknown_model_is_unpriced_with_one_warning(fresh_warnings):
-    m = tokmagic.LLMInteractionMonitor("my-model-x")
+def two_unpriced(model: str) -> tuple[list, list[str]]:
+    """Two interactions recorded by hand for ``model`` and read: both unpriced. Their
+    records, and the warnings given."""
+    m = tokmagic.LLMInteractionMonitor(model)
     m.record_interaction(PROMPT, RESPONSE)
     m.record_interaction(PROMPT, RESPONSE)
     records, warned = priced_with_warnings()
     assert len(records) == 2 and all(math.isnan(r.cost_usd) for r in records)
+    return records, warned
+
+
+def test_manual_record_of_an_unknown_model_is_unpriced_with_one_warning(fresh_warnings):
+    records, warned = two_unpriced("my-model-x")
     assert len(warned) == 1 and "'my-model-x'" in warned[0] and "tokmagic.set_price(" in warned[0]
     assert tokmagic.summary().unpriced == 2
 
@@ -170,11 +177,7 @@ def test_pricing_failure_is_contained(monkeypatch, fresh_warnings):
         raise RuntimeError("price table is corrupt")
 
     monkeypatch.setattr(resolve, "cost_usd", broken)
-    m = tokmagic.LLMInteractionMonitor("gpt-4o")
-    m.record_interaction(PROMPT, RESPONSE)
-    m.record_interaction(PROMPT, RESPONSE)
-    records, warned = priced_with_warnings()
-    assert len(records) == 2 and all(math.isnan(r.cost_usd) for r in records)
+    records, warned = two_unpriced("gpt-4o")
     assert len(warned) == 1 and "price table is corrupt" in warned[0] and "'gpt-4o'" in warned[0]
     df = tokmagic.usage()
     assert len(df) == 2 and df["cost_usd"].isna().all()
