@@ -121,6 +121,7 @@ def test_dollar_ticks_share_their_decimals():
 @pytest.mark.parametrize("call, message", [
     (dict(kind="pie"), "unknown chart kind 'pie'; use one of: tokens, cost, models, latency"),
     (dict(by="day"), "cannot chart tokens by 'day'; use one of: cell, tag, model, call"),
+    (dict(kind="cost", by="tag"), "by= applies to kind='tokens' only; leave it out for kind='cost'"),
 ])
 def test_bad_kind_or_grouping_is_one_sentence(df, call, message):
     with pytest.raises(ValueError) as err:

@@ -40,7 +40,7 @@ def usage(by: str | None = None) -> "pd.DataFrame":
     return grouped(df, by) if by else df
 
 
-def chart(df: "pd.DataFrame | None" = None, kind: str = "tokens", by: str = "cell",
+def chart(df: "pd.DataFrame | None" = None, kind: str = "tokens", by: str | None = None,
           title: str | None = None) -> "Figure":
     """A matplotlib chart of ``df`` (default: every recorded call, ``usage()``): ``kind``
     is "tokens" (stacked input / cached / output / reasoning per ``by``: cell, tag, model

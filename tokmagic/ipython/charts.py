@@ -23,10 +23,14 @@ PARTS = (("input", "#4c78a8"), ("cached input", "#9ecae9"), ("output", "#f58518"
 _LABELLED_BARS = 24
 
 
-def chart(df: "pd.DataFrame", kind: str = "tokens", by: str = "cell", title: str | None = None) -> "Figure":
-    """The ``kind`` chart of ``df``: tokens (per ``by``), cost, models or latency."""
+def chart(df: "pd.DataFrame", kind: str = "tokens", by: str | None = None, title: str | None = None) -> "Figure":
+    """The ``kind`` chart of ``df``: tokens (per ``by``, default cell), cost, models or
+    latency."""
     if kind not in KINDS:
         raise ValueError(f"unknown chart kind {kind!r}; use one of: {', '.join(KINDS)}")
+    if by is not None and kind != "tokens":
+        raise ValueError(f"by= applies to kind='tokens' only; leave it out for kind={kind!r}")
+    by = by or "cell"
     if by not in BY:
         raise ValueError(f"cannot chart tokens by {by!r}; use one of: {', '.join(BY)}")
     if kind == "tokens":

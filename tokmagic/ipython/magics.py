@@ -181,7 +181,7 @@ class TokMagic(Magics):
         args = _arguments(self.llm_chart, line, "%llm_chart")
         if args.by and args.kind != "tokens":
             raise UsageError("--by applies to --kind tokens only; leave it out for other kinds.")
-        figure = tokmagic.chart(kind=args.kind, by=args.by or "cell")
+        figure = tokmagic.chart(kind=args.kind, by=args.by)
         if args.output:
             self.shell.user_ns[args.output] = figure
         display(figure)
