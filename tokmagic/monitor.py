@@ -9,6 +9,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
+from . import pricing
 from .records import BACKGROUND, CallRecord, Scope, Usage
 
 #: The scope of the running context; None where none was set (then the thread decides).
@@ -238,8 +239,6 @@ class Monitor:
         # record another is still pricing (the live panel reads from its own thread). The
         # snapshot is taken with the records to resolve: calls landing meanwhile from
         # other threads wait for the next reader instead of slipping in unpriced.
-        from . import pricing
-
         with self._resolve_lock:
             with self._lock:
                 todo, self._unresolved = self._unresolved, []

@@ -164,7 +164,7 @@ class Exchange:
                 http_status=self.http_status, host=self.host, deployment=deployment_of(self.path),
                 latency_s=latency, ttft_s=ttft,
                 cell=None if background else scope.cell, cell_id=None if background else scope.cell_id,
-                tag=scope.tag, background=background or scope is BACKGROUND,
+                tag=scope.tag, background=background,
                 call_id=self.call_id, attempt=self.attempt, scope=scope)
             if final:
                 self.request_body = None
